@@ -1,0 +1,68 @@
+//! `cargo xtask <task>`: the project's automation, in Rust.
+//!
+//! See <https://github.com/matklad/cargo-xtask>.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::bail;
+use xshell::{Shell, cmd};
+
+const TASKS: &str = "\
+tasks:
+  ci      fmt check, clippy -D warnings, tests (also on the pipe fallback), docs";
+
+fn main() -> anyhow::Result<()> {
+    let sh = Shell::new()?;
+    sh.change_dir(project_root());
+    let mut args = std::env::args().skip(1);
+    let task = args.next();
+    let rest: Vec<String> = args.collect();
+    match task.as_deref() {
+        Some("ci") => ci(&sh, &rest),
+        Some("-h" | "--help" | "help") | None => {
+            println!("{TASKS}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown task `{other}`\n{TASKS}"),
+    }
+}
+
+/// Everything CI checks, in the order that fails fastest.
+fn ci(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
+    if let Some(a) = args.first() {
+        bail!("ci takes no arguments (got `{a}`)");
+    }
+    step("format");
+    cmd!(sh, "cargo fmt --all -- --check").run()?;
+    step("clippy");
+    cmd!(
+        sh,
+        "cargo clippy --workspace --all-targets --locked -- -D warnings"
+    )
+    .run()?;
+    step("tests");
+    cmd!(sh, "cargo test --workspace --locked").run()?;
+    step("tests on the pipe fallback (ROUSE_FORCE_PIPE=1)");
+    {
+        let _pipe = sh.push_env("ROUSE_FORCE_PIPE", "1");
+        cmd!(sh, "cargo test --workspace --locked").run()?;
+    }
+    step("docs");
+    {
+        let _deny = sh.push_env("RUSTDOCFLAGS", "-D warnings");
+        cmd!(sh, "cargo doc --workspace --no-deps --locked").run()?;
+    }
+    step("ci passed");
+    Ok(())
+}
+
+fn step(what: &str) {
+    eprintln!("\n==> xtask: {what}");
+}
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one directory below the workspace root")
+        .to_path_buf()
+}
