@@ -11,7 +11,17 @@ const TASKS: &str = "\
 tasks:
   ci      fmt check, clippy -D warnings, tests (also on the pipe fallback), docs";
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(project_root());
     let mut args = std::env::args().skip(1);
