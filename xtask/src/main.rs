@@ -9,7 +9,9 @@ use xshell::{Shell, cmd};
 
 const TASKS: &str = "\
 tasks:
-  ci      fmt check, clippy -D warnings, tests (also on the pipe fallback), docs";
+  ci      fmt check, clippy -D warnings, tests (on each backend and on the pipe
+          fallback), loom models, docs
+  loom    the loom models of the wake and queue protocols";
 
 fn main() -> std::process::ExitCode {
     match run() {
@@ -29,6 +31,7 @@ fn run() -> anyhow::Result<()> {
     let rest: Vec<String> = args.collect();
     match task.as_deref() {
         Some("ci") => ci(&sh, &rest),
+        Some("loom") => loom(&sh),
         Some("-h" | "--help" | "help") | None => {
             println!("{TASKS}");
             Ok(())
@@ -57,12 +60,32 @@ fn ci(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
         let _pipe = sh.push_env("ROUSE_FORCE_PIPE", "1");
         cmd!(sh, "cargo test --workspace --locked").run()?;
     }
+    step("tests on the epoll backend (ROUSE_BACKEND=epoll)");
+    {
+        let _epoll = sh.push_env("ROUSE_BACKEND", "epoll");
+        cmd!(sh, "cargo test --workspace --locked").run()?;
+    }
+    loom(sh)?;
     step("docs");
     {
         let _deny = sh.push_env("RUSTDOCFLAGS", "-D warnings");
         cmd!(sh, "cargo doc --workspace --no-deps --locked").run()?;
     }
     step("ci passed");
+    Ok(())
+}
+
+/// The loom models, in a target directory of their own: `--cfg loom`
+/// rebuilds every dependency.
+fn loom(sh: &Shell) -> anyhow::Result<()> {
+    step("loom models");
+    let _cfg = sh.push_env("RUSTFLAGS", "--cfg loom");
+    let _dir = sh.push_env("CARGO_TARGET_DIR", "target/loom");
+    cmd!(
+        sh,
+        "cargo test --locked --release -p rouse-poll --lib loom_"
+    )
+    .run()?;
     Ok(())
 }
 

@@ -66,8 +66,14 @@ impl Pipe {
     /// Any error of `write(2)` other than `EAGAIN` (which is success) and
     /// `EINTR` (which is retried).
     pub fn wake(&self) -> io::Result<()> {
+        self.try_wake().map(drop)
+    }
+
+    /// Writes one byte; `Ok(false)` if the pipe was full.
+    pub(crate) fn try_wake(&self) -> io::Result<bool> {
         match retry(|| rustix::io::write(&self.write, &[1])) {
-            Ok(_) | Err(Errno::AGAIN) => Ok(()),
+            Ok(_) => Ok(true),
+            Err(Errno::AGAIN) => Ok(false),
             Err(e) => Err(e.into()),
         }
     }

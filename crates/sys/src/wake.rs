@@ -109,20 +109,37 @@ impl WakeFd {
 
     /// Makes the polled side readable, with one system call.
     ///
-    /// Wakes that find one already pending are absorbed: an eventfd counter at
-    /// its ceiling, or a full pipe, is success.
+    /// Every successful wake is a new readiness edge, so the fd can be polled
+    /// edge-triggered without being read on every wake: in the rare case that
+    /// it is saturated (an eventfd counter at its ceiling, or a full pipe), the
+    /// wake drains it and writes again, which costs two more system calls.
     ///
     /// # Errors
     ///
-    /// Any OS error of `write(2)` other than `EAGAIN` and `EINTR`.
+    /// Any OS error of `write(2)` or `read(2)` other than `EAGAIN` and
+    /// `EINTR`.
     pub fn wake(&self) -> io::Result<()> {
         match &self.inner {
             Inner::EventFd(fd) => match fd.write(1) {
-                // The counter is at its ceiling: a wake is already pending.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // At the ceiling, a write adds nothing and signals no one.
+                    self.consume()?;
+                    match fd.write(1) {
+                        // Refilled by other wakers meanwhile: pending again.
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                        r => r,
+                    }
+                }
                 r => r,
             },
-            Inner::Pipe(pipe) => pipe.wake(),
+            Inner::Pipe(pipe) => {
+                if !pipe.try_wake()? {
+                    // A full pipe takes no byte and signals no one.
+                    pipe.consume()?;
+                    pipe.wake()?;
+                }
+                Ok(())
+            }
         }
     }
 

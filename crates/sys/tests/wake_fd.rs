@@ -143,3 +143,54 @@ fn wakes_from_many_threads_are_never_lost() {
         }
     }
 }
+
+#[test]
+fn every_wake_is_a_new_edge_even_when_the_fd_is_saturated() {
+    use rustix::event::epoll;
+    for kind in KINDS {
+        let w = WakeFd::with_kind(kind).unwrap();
+        let ep = epoll::create(epoll::CreateFlags::CLOEXEC).unwrap();
+        let flags = epoll::EventFlags::IN | epoll::EventFlags::ET;
+        epoll::add(&ep, &w, epoll::EventData::new_u64(1), flags).unwrap();
+        let mut buf = Vec::with_capacity(4);
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let mut edge = || {
+            buf.clear();
+            epoll::wait(&ep, rustix::buffer::spare_capacity(&mut buf), Some(&zero)).unwrap() == 1
+        };
+        // Saturate: the eventfd counter at its ceiling, or the pipe full.
+        match kind {
+            WakeKind::EventFd => {
+                rustix::io::write(&w, &(rouse_sys::counter::MAX - 1).to_ne_bytes()).unwrap();
+            }
+            WakeKind::Pipe => {
+                let end = w_write_end(&w);
+                while rustix::io::write(&end, &[0; 4096]).is_ok() {}
+                while rustix::io::write(&end, &[0; 1]).is_ok() {}
+            }
+        }
+        assert!(edge(), "{kind:?}: no edge for filling");
+        for i in 0..5 {
+            w.wake().unwrap();
+            assert!(edge(), "{kind:?}: wake {i} at saturation gave no edge");
+            assert!(!edge(), "{kind:?}: an edge without a wake");
+        }
+        assert!(w.consume().unwrap());
+    }
+}
+
+/// The write end of a pipe-kind WakeFd, found through /proc (the type does not
+/// expose it).
+fn w_write_end(w: &WakeFd) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = format!("/proc/self/fd/{}", w.as_raw_fd());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .unwrap()
+}

@@ -1,0 +1,119 @@
+//! The epoll backend.
+//!
+//! Level-triggered for registrations; the wake fd is registered
+//! edge-triggered and never read on the loop side (a pipe is drained when it
+//! fires, so that it never fills).
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+use rustix::event::Timespec;
+use rustix::event::epoll::{self, CreateFlags, EventData, EventFlags};
+use rustix::io::Errno;
+
+use super::{WAKE_KEY, WaitOutcome, timespec};
+use crate::event::{Event, Events};
+use crate::{Interest, Token};
+
+#[derive(Debug)]
+pub(crate) struct Epoll {
+    ep: OwnedFd,
+}
+
+/// The poll side's scratch buffer.
+#[derive(Default)]
+pub(crate) struct EpollDriver {
+    buf: Vec<epoll::Event>,
+}
+
+// SAFETY: `epoll::Event` is `!Send` only because its data may hold a pointer.
+// This backend stores nothing but integers (tokens) in it, and the buffer is
+// scratch space rewritten by every wait.
+unsafe impl Send for EpollDriver {}
+
+impl Epoll {
+    pub(crate) fn new(wake: BorrowedFd<'_>) -> io::Result<Epoll> {
+        let ep = epoll::create(CreateFlags::CLOEXEC)?;
+        epoll::add(
+            &ep,
+            wake,
+            EventData::new_u64(WAKE_KEY),
+            EventFlags::IN | EventFlags::ET,
+        )?;
+        Ok(Epoll { ep })
+    }
+
+    pub(crate) fn register(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        epoll::add(&self.ep, fd, data(token), flags(interest)).map_err(|e| match e {
+            Errno::EXIST => super::already_registered(fd),
+            e => e.into(),
+        })
+    }
+
+    pub(crate) fn reregister(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        epoll::modify(&self.ep, fd, data(token), flags(interest)).map_err(|e| not_found(fd, e))
+    }
+
+    pub(crate) fn deregister(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        epoll::delete(&self.ep, fd).map_err(|e| not_found(fd, e))
+    }
+
+    /// One `epoll_pwait2`. Fills `events` up to its room; says whether the
+    /// wake fd fired.
+    pub(crate) fn wait(
+        &self,
+        driver: &mut EpollDriver,
+        events: &mut Events,
+        timeout: Option<Duration>,
+    ) -> io::Result<WaitOutcome> {
+        let room = events.room();
+        driver.buf.clear();
+        driver.buf.reserve(room);
+        let ts: Option<Timespec> = timeout.map(timespec);
+        let spare = &mut driver.buf.spare_capacity_mut()[..room];
+        let (ready, _) = epoll::wait(&self.ep, spare, ts.as_ref())?;
+        let mut woke = false;
+        for ev in ready.iter() {
+            // Copies out of the packed struct.
+            let (key, mask) = (ev.data.u64(), { ev.flags }.bits());
+            if key == WAKE_KEY {
+                woke = true;
+            } else {
+                events.push(Event::from_mask(Token(key as usize), mask));
+            }
+        }
+        Ok(WaitOutcome { woke })
+    }
+}
+
+fn data(token: Token) -> EventData {
+    EventData::new_u64(token.0 as u64)
+}
+
+fn flags(interest: Interest) -> EventFlags {
+    EventFlags::from_bits_retain(interest.poll_mask())
+}
+
+fn not_found(fd: BorrowedFd<'_>, e: Errno) -> io::Error {
+    match e {
+        Errno::NOENT => super::not_registered(fd),
+        e => e.into(),
+    }
+}
+
+impl AsFd for Epoll {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.ep.as_fd()
+    }
+}
