@@ -1,0 +1,726 @@
+//! The loop, and the context every callback gets.
+
+use std::any::{Any, TypeId};
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::ops::{Deref, DerefMut};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rouse_poll::{Events, Interest, Poller, Token, Waker};
+
+use crate::Error;
+use crate::handle::{Functor, IntoFunctor, LoopHandle, Shared, thread_id};
+use crate::queue::Queue;
+use crate::timer::{Task, TimerId, Timers, next_period};
+
+/// The waker's token; source tokens are slot ids, far below it.
+const WAKE: Token = Token(usize::MAX - 1);
+/// The most functors run in one iteration, so that a flood of them cannot
+/// starve I/O and timers. The rest run in the next iterations, without the
+/// loop blocking.
+const FUNCTOR_BATCH: usize = 1024;
+const EVENTS: usize = 1024;
+
+type OnceFn = Box<dyn FnOnce(&mut Ctx) + Send>;
+type EveryFn = Box<dyn FnMut(&mut Ctx) + Send>;
+
+/// Identifies an I/O source registered with the loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SourceId(u64);
+
+impl SourceId {
+    fn new(slot: u32, generation: u32) -> SourceId {
+        SourceId(u64::from(generation) << 32 | u64::from(slot))
+    }
+
+    fn slot(self) -> usize {
+        self.0 as u32 as usize
+    }
+
+    fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
+/// The readiness an I/O callback is called with. Level-triggered: a source
+/// that stays ready is called again in the next iteration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ready {
+    /// Data to read, end-of-file, or a peer's shutdown.
+    pub readable: bool,
+    /// Room to write.
+    pub writable: bool,
+    /// An error is pending on the file.
+    pub error: bool,
+    /// The peer hung up.
+    pub hangup: bool,
+}
+
+/// An event loop: I/O callbacks, pending functors and timers, on one thread.
+///
+/// Each iteration waits for I/O (no longer than the nearest timer, and not at
+/// all if functors are pending), then dispatches I/O callbacks, then runs the
+/// pending functors (at most 1,024, in queue order), then the expired timers.
+/// [`run`](EventLoop::run) iterates until [`quit`](Ctx::quit).
+///
+/// The loop derefs to [`Ctx`], the context that callbacks get, so everything
+/// a callback can do can be done on the loop before it runs.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use rouse_loop::{Ctx, EventLoop};
+///
+/// let mut lp = EventLoop::new()?;
+/// let handle = lp.handle();
+/// let worker = std::thread::spawn(move || {
+///     // From another thread: queued, and the loop is woken.
+///     handle.queue_in_loop(|cx: &mut Ctx| {
+///         cx.run_after(Duration::from_millis(1), |cx| cx.quit());
+///     })
+/// });
+/// lp.run()?;
+/// worker.join().unwrap()?;
+/// # Ok::<(), rouse_loop::Error>(())
+/// ```
+///
+/// # Panics
+///
+/// A panic in a callback unwinds out of [`run`](EventLoop::run) (or
+/// [`run_once`](EventLoop::run_once)) with its payload unchanged. The loop
+/// stays consistent: the source or repeating timer whose callback panicked
+/// stays registered, the functors still queued stay queued, and `run` may be
+/// called again.
+pub struct EventLoop {
+    cx: Ctx,
+}
+
+/// The loop's state, as callbacks see it: sources, timers, functors, quit.
+///
+/// Every callback that runs on the loop thread gets `&mut Ctx`.
+pub struct Ctx {
+    poller: Poller,
+    events: Events,
+    shared: Arc<Shared>,
+    sources: Vec<Slot>,
+    free: Vec<u32>,
+    timers: Timers<OnceFn, EveryFn>,
+    /// Functors taken from the queue and not yet run.
+    backlog: VecDeque<Functor>,
+    /// The repeating timer whose callback is running, and whether it was
+    /// cancelled meanwhile.
+    running_timer: Option<(TimerId, bool)>,
+    quit: bool,
+    iterations: u64,
+}
+
+enum Slot {
+    Vacant {
+        generation: u32,
+    },
+    Occupied {
+        generation: u32,
+        interest: Interest,
+        entry: Box<dyn AnySource>,
+    },
+    /// Its callback is running; what the callback asked for meanwhile.
+    Running {
+        generation: u32,
+        removed: bool,
+        reinterest: Option<Interest>,
+    },
+}
+
+impl EventLoop {
+    /// Creates a loop on [`Poller::new`]'s backend.
+    ///
+    /// # Errors
+    ///
+    /// The poller's errors.
+    pub fn new() -> io::Result<EventLoop> {
+        EventLoop::with_poller(Poller::new()?)
+    }
+
+    /// Creates a loop on the poller given (which should have no
+    /// registrations).
+    ///
+    /// # Errors
+    ///
+    /// The waker's errors, e.g. if the poller already uses the loop's token.
+    pub fn with_poller(poller: Poller) -> io::Result<EventLoop> {
+        let waker = Waker::new(&poller, WAKE)?;
+        let shared = Arc::new(Shared {
+            queue: Queue::new(),
+            waker,
+            quit: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            loop_thread: AtomicU64::new(thread_id()),
+            next_timer: AtomicU64::new(0),
+            wake_calls: AtomicU64::new(0),
+        });
+        Ok(EventLoop {
+            cx: Ctx {
+                poller,
+                events: Events::with_capacity(EVENTS),
+                shared,
+                sources: Vec::new(),
+                free: Vec::new(),
+                timers: Timers::new(),
+                backlog: VecDeque::new(),
+                running_timer: None,
+                quit: false,
+                iterations: 0,
+            },
+        })
+    }
+
+    /// Runs iterations until [`Ctx::quit`] or [`LoopHandle::quit`].
+    ///
+    /// The calling thread becomes the loop thread. A quit requested before
+    /// `run` makes it return after one iteration; `run` may be called again
+    /// afterwards.
+    ///
+    /// # Errors
+    ///
+    /// The poller's errors, which end the run.
+    pub fn run(&mut self) -> io::Result<()> {
+        let cx = &mut self.cx;
+        cx.shared.loop_thread.store(thread_id(), Ordering::Relaxed);
+        loop {
+            cx.iterate(None)?;
+            if cx.take_quit() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Runs one iteration, waiting at most `timeout` for I/O (`None`: until
+    /// something happens).
+    ///
+    /// # Errors
+    ///
+    /// The poller's errors.
+    pub fn run_once(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.cx
+            .shared
+            .loop_thread
+            .store(thread_id(), Ordering::Relaxed);
+        self.cx.iterate(timeout)
+    }
+}
+
+impl Deref for EventLoop {
+    type Target = Ctx;
+
+    fn deref(&self) -> &Ctx {
+        &self.cx
+    }
+}
+
+impl DerefMut for EventLoop {
+    fn deref_mut(&mut self) -> &mut Ctx {
+        &mut self.cx
+    }
+}
+
+impl Drop for EventLoop {
+    fn drop(&mut self) {
+        self.cx.shared.closed.store(true, Ordering::Release);
+        // Functors still queued are dropped here, on the dropping thread.
+        drop(self.cx.shared.queue.close());
+        self.cx.backlog.clear();
+    }
+}
+
+impl fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.cx.fmt(f)
+    }
+}
+
+impl Ctx {
+    /// A handle for other threads.
+    pub fn handle(&self) -> LoopHandle {
+        LoopHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// The poller the loop runs on (for its backend and counters).
+    pub fn poller(&self) -> &Poller {
+        &self.poller
+    }
+
+    /// Iterations run so far.
+    pub fn iterations(&self) -> u64 {
+        self.iterations
+    }
+
+    /// Calls to the waker made on behalf of queued functors (only the first
+    /// functor queued after each drain makes one).
+    pub fn functor_wakes(&self) -> u64 {
+        self.shared.wake_calls.load(Ordering::Relaxed)
+    }
+
+    /// Makes [`EventLoop::run`] return after this iteration.
+    pub fn quit(&mut self) {
+        self.quit = true;
+    }
+
+    /// Queues `f` for the next functor phase (this one's, if functors are
+    /// running now, is already closed).
+    pub fn queue_in_loop<M>(&mut self, f: impl IntoFunctor<M>) {
+        // The loop is alive while its context is: this cannot fail.
+        let pushed = self.shared.push(f.into_functor());
+        debug_assert!(
+            pushed.is_ok(),
+            "queue closed while the loop exists: {pushed:?}"
+        );
+    }
+
+    /// Registers `io` for `interest`; `callback` is called on the loop thread
+    /// with `&mut io` each time it is ready (level-triggered).
+    ///
+    /// The loop owns `io` until [`take_source`](Ctx::take_source) hands it
+    /// back or [`remove_source`](Ctx::remove_source) drops it. The callback is
+    /// never called after its source is removed, even if the fd number is
+    /// reused.
+    ///
+    /// # Errors
+    ///
+    /// The poller's: `EBADF`, `AlreadyExists` for an fd already registered,
+    /// `EPERM` for a regular file on epoll.
+    pub fn add_source<T, F>(
+        &mut self,
+        io: T,
+        interest: Interest,
+        callback: F,
+    ) -> io::Result<SourceId>
+    where
+        T: AsFd + Send + 'static,
+        F: FnMut(&mut T, Ready, &mut Ctx) + Send + 'static,
+    {
+        let (slot, generation) = match self.free.pop() {
+            Some(slot) => match self.sources[slot as usize] {
+                Slot::Vacant { generation } => (slot, generation),
+                _ => unreachable!("a free slot is vacant"),
+            },
+            None => {
+                self.sources.push(Slot::Vacant { generation: 0 });
+                ((self.sources.len() - 1) as u32, 0)
+            }
+        };
+        let id = SourceId::new(slot, generation);
+        if let Err(e) = self
+            .poller
+            .register(io.as_fd(), Token(id.0 as usize), interest)
+        {
+            self.free.push(slot);
+            return Err(e);
+        }
+        self.sources[slot as usize] = Slot::Occupied {
+            generation,
+            interest,
+            entry: Box::new(Entry { io, callback }),
+        };
+        Ok(id)
+    }
+
+    /// Changes a source's interest.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::NotFound`] for a source that was removed.
+    pub fn modify_source(&mut self, id: SourceId, interest: Interest) -> io::Result<()> {
+        match self.sources.get_mut(id.slot()) {
+            Some(Slot::Occupied {
+                generation,
+                interest: current,
+                entry,
+            }) if *generation == id.generation() => {
+                self.poller
+                    .reregister(entry.fd(), Token(id.0 as usize), interest)?;
+                *current = interest;
+                Ok(())
+            }
+            Some(Slot::Running {
+                generation,
+                removed: false,
+                reinterest,
+                ..
+            }) if *generation == id.generation() => {
+                *reinterest = Some(interest);
+                Ok(())
+            }
+            _ => Err(no_source(id)),
+        }
+    }
+
+    /// Removes a source and drops its object. A source may remove itself from
+    /// its own callback: it is then dropped when the callback returns.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::NotFound`] for a source that was already removed.
+    pub fn remove_source(&mut self, id: SourceId) -> io::Result<()> {
+        match self.sources.get_mut(id.slot()) {
+            Some(Slot::Running {
+                generation,
+                removed,
+                ..
+            }) if *generation == id.generation() && !*removed => {
+                *removed = true;
+                Ok(())
+            }
+            Some(Slot::Occupied { generation, .. }) if *generation == id.generation() => {
+                let entry = self.vacate(id.slot());
+                self.poller.deregister(entry.fd())
+            }
+            _ => Err(no_source(id)),
+        }
+    }
+
+    /// Removes a source and hands its object back.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::NotFound`] for a source that was removed;
+    /// [`io::ErrorKind::InvalidInput`] if `T` is not the source's type (the
+    /// source stays registered); [`io::ErrorKind::ResourceBusy`] from the
+    /// source's own callback, whose object is borrowed (use
+    /// [`remove_source`](Ctx::remove_source) there).
+    pub fn take_source<T: AsFd + Send + 'static>(&mut self, id: SourceId) -> io::Result<T> {
+        match self.sources.get(id.slot()) {
+            Some(Slot::Occupied {
+                generation, entry, ..
+            }) if *generation == id.generation() => {
+                if entry.io_type() != TypeId::of::<T>() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "source {id:?} does not hold a {}",
+                            std::any::type_name::<T>()
+                        ),
+                    ));
+                }
+            }
+            Some(Slot::Running {
+                generation,
+                removed: false,
+                ..
+            }) if *generation == id.generation() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    "a source cannot take itself back from its own callback; use remove_source",
+                ));
+            }
+            _ => return Err(no_source(id)),
+        }
+        let entry = self.vacate(id.slot());
+        self.poller.deregister(entry.fd())?;
+        Ok(*entry
+            .into_io()
+            .downcast::<T>()
+            .expect("the type was checked above"))
+    }
+
+    /// Runs `f` on the loop thread once `delay` has passed.
+    pub fn run_after(
+        &mut self,
+        delay: Duration,
+        f: impl FnOnce(&mut Ctx) + Send + 'static,
+    ) -> TimerId {
+        self.run_at(Instant::now() + delay, f)
+    }
+
+    /// Runs `f` on the loop thread at `deadline`, never before.
+    pub fn run_at(
+        &mut self,
+        deadline: Instant,
+        f: impl FnOnce(&mut Ctx) + Send + 'static,
+    ) -> TimerId {
+        let id = self.shared.timer_id();
+        self.insert_once(id, deadline, Box::new(f));
+        id
+    }
+
+    /// Runs `f` after `first`, then every `period`. A timer overdue by more
+    /// than a period fires once and is rescheduled a period later, rather
+    /// than catching up in a burst.
+    pub fn run_every(
+        &mut self,
+        first: Duration,
+        period: Duration,
+        f: impl FnMut(&mut Ctx) + Send + 'static,
+    ) -> TimerId {
+        let id = self.shared.timer_id();
+        self.insert_every(id, Instant::now() + first, period, Box::new(f));
+        id
+    }
+
+    /// Cancels a timer. Returns whether it was still pending, in which case it
+    /// never runs again (a repeating timer may cancel itself from its
+    /// callback).
+    pub fn cancel(&mut self, id: TimerId) -> bool {
+        if let Some((running, cancelled)) = &mut self.running_timer {
+            if *running == id {
+                return !std::mem::replace(cancelled, true);
+            }
+        }
+        self.timers.cancel(id)
+    }
+
+    /// The number of pending timers.
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
+    pub(crate) fn insert_once(&mut self, id: TimerId, deadline: Instant, f: OnceFn) {
+        self.timers.insert(id, deadline, Task::Once(f));
+    }
+
+    pub(crate) fn insert_every(
+        &mut self,
+        id: TimerId,
+        deadline: Instant,
+        period: Duration,
+        f: EveryFn,
+    ) {
+        self.timers.insert(id, deadline, Task::Every { period, f });
+    }
+
+    fn take_quit(&mut self) -> bool {
+        let remote = self.shared.quit.swap(false, Ordering::Acquire);
+        std::mem::take(&mut self.quit) | remote
+    }
+
+    /// One iteration: wait, I/O callbacks, functors, timers.
+    fn iterate(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.iterations += 1;
+        let now = Instant::now();
+        let mut wait = timeout;
+        if !self.backlog.is_empty() || self.quit {
+            wait = Some(Duration::ZERO);
+        } else if let Some(deadline) = self.timers.next_deadline() {
+            let until = deadline.saturating_duration_since(now);
+            wait = Some(wait.map_or(until, |w| w.min(until)));
+        }
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(1));
+        let polled = self.poller.poll(&mut events, wait);
+        let result = polled.map(|_| {
+            for ev in &events {
+                if ev.token() != WAKE {
+                    let ready = Ready {
+                        readable: ev.is_readable(),
+                        writable: ev.is_writable(),
+                        error: ev.is_error(),
+                        hangup: ev.is_hangup(),
+                    };
+                    self.dispatch(SourceId(ev.token().0 as u64), ready);
+                }
+            }
+        });
+        self.events = events;
+        result?;
+        self.run_functors();
+        self.run_timers();
+        Ok(())
+    }
+
+    fn dispatch(&mut self, id: SourceId, ready: Ready) {
+        let slot = id.slot();
+        let (generation, interest) = match self.sources.get(slot) {
+            Some(Slot::Occupied {
+                generation,
+                interest,
+                ..
+            }) if *generation == id.generation() => (*generation, *interest),
+            // Removed earlier in this iteration: never called again.
+            _ => return,
+        };
+        let running = Slot::Running {
+            generation,
+            removed: false,
+            reinterest: None,
+        };
+        let Slot::Occupied { mut entry, .. } = std::mem::replace(&mut self.sources[slot], running)
+        else {
+            unreachable!("checked above")
+        };
+        let outcome = catch_unwind(AssertUnwindSafe(|| entry.dispatch(ready, self)));
+        // Put the source back (or drop it), whether or not the callback panicked.
+        let Slot::Running {
+            generation,
+            removed,
+            reinterest,
+            ..
+        } = std::mem::replace(&mut self.sources[slot], Slot::Vacant { generation: 0 })
+        else {
+            unreachable!("only dispatch changes a running slot's kind")
+        };
+        let token = Token(id.0 as usize);
+        if removed {
+            self.sources[slot] = Slot::Vacant {
+                generation: generation.wrapping_add(1),
+            };
+            self.free.push(slot as u32);
+            // The fd is still open (the entry owns it), so this cannot be EBADF.
+            let _ = self.poller.deregister(entry.fd());
+        } else {
+            let mut interest = interest;
+            if let Some(new) = reinterest {
+                if self.poller.reregister(entry.fd(), token, new).is_ok() {
+                    interest = new;
+                }
+            }
+            self.sources[slot] = Slot::Occupied {
+                generation,
+                interest,
+                entry,
+            };
+        }
+        if let Err(payload) = outcome {
+            resume_unwind(payload);
+        }
+    }
+
+    fn run_functors(&mut self) {
+        if self.backlog.len() < FUNCTOR_BATCH {
+            self.shared.queue.drain_into(&mut self.backlog);
+        }
+        for _ in 0..FUNCTOR_BATCH {
+            let Some(f) = self.backlog.pop_front() else {
+                break;
+            };
+            f(self);
+        }
+    }
+
+    fn run_timers(&mut self) {
+        let now = Instant::now();
+        // Only timers due now: one added by a timer callback waits for the
+        // next iteration even if it is due already.
+        let mut due = Vec::new();
+        while let Some(t) = self.timers.pop_expired(now) {
+            due.push(t);
+        }
+        let mut due = due.into_iter();
+        while let Some((id, deadline, task)) = due.next() {
+            match task {
+                Task::Once(f) => {
+                    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(self))) {
+                        self.requeue(due);
+                        resume_unwind(payload);
+                    }
+                }
+                Task::Every { period, mut f } => {
+                    self.running_timer = Some((id, false));
+                    let outcome = catch_unwind(AssertUnwindSafe(|| f(self)));
+                    let (_, cancelled) = self.running_timer.take().expect("set above");
+                    if !cancelled {
+                        let next = next_period(deadline, period, Instant::now());
+                        self.timers.insert(id, next, Task::Every { period, f });
+                    }
+                    if let Err(payload) = outcome {
+                        self.requeue(due);
+                        resume_unwind(payload);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Puts timers that were due but not yet run back, after a panic.
+    fn requeue(&mut self, due: impl Iterator<Item = (TimerId, Instant, Task<OnceFn, EveryFn>)>) {
+        for (id, deadline, task) in due {
+            self.timers.insert(id, deadline, task);
+        }
+    }
+
+    fn vacate(&mut self, slot: usize) -> Box<dyn AnySource> {
+        let generation = match self.sources[slot] {
+            Slot::Occupied { generation, .. } => generation,
+            _ => unreachable!("vacate is called on occupied slots"),
+        };
+        self.free.push(slot as u32);
+        match std::mem::replace(
+            &mut self.sources[slot],
+            Slot::Vacant {
+                generation: generation.wrapping_add(1),
+            },
+        ) {
+            Slot::Occupied { entry, .. } => entry,
+            _ => unreachable!(),
+        }
+    }
+}
+
+impl fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("poller", &self.poller)
+            .field("sources", &(self.sources.len() - self.free.len()))
+            .field("timers", &self.timers.len())
+            .field("backlog", &self.backlog.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn no_source(id: SourceId) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{id:?} is not registered with this loop"),
+    )
+}
+
+/// A source with its type erased.
+trait AnySource: Send {
+    fn fd(&self) -> BorrowedFd<'_>;
+    fn dispatch(&mut self, ready: Ready, cx: &mut Ctx);
+    fn io_type(&self) -> TypeId;
+    fn into_io(self: Box<Self>) -> Box<dyn Any>;
+}
+
+struct Entry<T, F> {
+    io: T,
+    callback: F,
+}
+
+impl<T, F> AnySource for Entry<T, F>
+where
+    T: AsFd + Send + 'static,
+    F: FnMut(&mut T, Ready, &mut Ctx) + Send + 'static,
+{
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.io.as_fd()
+    }
+
+    fn dispatch(&mut self, ready: Ready, cx: &mut Ctx) {
+        (self.callback)(&mut self.io, ready, cx);
+    }
+
+    fn io_type(&self) -> TypeId {
+        TypeId::of::<T>()
+    }
+
+    fn into_io(self: Box<Self>) -> Box<dyn Any> {
+        Box::new(self.io)
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        match e {
+            Error::Io(e) => e,
+            Error::LoopGone => {
+                io::Error::new(io::ErrorKind::NotConnected, Error::LoopGone.to_string())
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! An event loop on [`rouse_poll`]: `run_in_loop` / `queue_in_loop` with
+//! pending functors, I/O callbacks, timers, and worker-pool completions.
+//!
+//! * [`EventLoop`] runs iterations: wait for I/O → I/O callbacks → pending
+//!   functors → expired timers. Every callback gets `&mut` [`Ctx`], through
+//!   which it can add and remove sources (itself included), add and cancel
+//!   timers (its own repeating timer included), queue functors and quit.
+//! * [`LoopHandle`] (`Send + Sync + Clone`) reaches the loop from any thread:
+//!   [`run_in_loop`](LoopHandle::run_in_loop),
+//!   [`queue_in_loop`](LoopHandle::queue_in_loop), timers, quit. A handle that
+//!   outlives its loop gets [`Error::LoopGone`], never a hang.
+//! * [`WorkerPool`] runs blocking work on threads and delivers each result
+//!   on the loop thread.
+//!
+//! **A loop with work never blocks**: whatever queues a functor (another
+//! thread, a functor, an I/O or timer callback, or the loop's own thread
+//! before `run`), the loop does not sleep while it is pending. A functor
+//! queued from another thread wakes the loop only if it is the first since
+//! the loop last took the queue, and that wake costs a system call only if
+//! the loop is blocked. I/O readiness is level-triggered.
+//!
+//! # Examples
+//!
+//! An echo of one socket pair, a timer, and a functor from another thread:
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::os::unix::net::UnixStream;
+//! use std::time::Duration;
+//! use rouse_loop::{Ctx, EventLoop, Interest};
+//!
+//! let mut lp = EventLoop::new()?;
+//! let (server, mut client) = UnixStream::pair()?;
+//! server.set_nonblocking(true)?;
+//!
+//! lp.add_source(server, Interest::READABLE, |sock, ready, _cx| {
+//!     if ready.readable {
+//!         let mut buf = [0; 64];
+//!         let n = sock.read(&mut buf).unwrap();
+//!         sock.write_all(&buf[..n]).unwrap();
+//!     }
+//! })?;
+//! lp.run_after(Duration::from_secs(10), |_cx| panic!("the test took too long"));
+//!
+//! let handle = lp.handle();
+//! let t = std::thread::spawn(move || {
+//!     client.write_all(b"ping").unwrap();
+//!     let mut buf = [0; 4];
+//!     client.read_exact(&mut buf).unwrap();
+//!     assert_eq!(&buf, b"ping");
+//!     handle.queue_in_loop(|cx: &mut Ctx| cx.quit())
+//! });
+//! lp.run()?;
+//! t.join().unwrap()?;
+//! # Ok::<(), rouse_loop::Error>(())
+//! ```
+#![forbid(unsafe_code)]
+#![doc(test(attr(deny(warnings))))]
+
+mod error;
+mod event_loop;
+mod handle;
+mod pool;
+mod queue;
+mod timer;
+
+pub use error::Error;
+pub use event_loop::{Ctx, EventLoop, Ready, SourceId};
+pub use handle::{IntoFunctor, LoopHandle};
+pub use pool::WorkerPool;
+pub use rouse_poll::{Backend, Interest, Poller};
+pub use timer::TimerId;
+
+/// Locks that loom can model-check.
+mod sync {
+    #[cfg(loom)]
+    pub(crate) use loom::sync::{Mutex, MutexGuard};
+    #[cfg(not(loom))]
+    pub(crate) use std::sync::{Mutex, MutexGuard};
+}

@@ -1,0 +1,156 @@
+//! Blocking work on worker threads, completed back on the loop thread.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use crate::{Ctx, Error, LoopHandle};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A pool of worker threads whose results are delivered to a loop.
+///
+/// [`spawn`](WorkerPool::spawn) runs `work` on a worker and then `on_done`
+/// with its result on the loop thread. Completions travel through the loop's
+/// functor queue, so a burst of them costs one wake, not one per job; the
+/// pool can be shared between threads (`Sync`), and dropping it finishes the
+/// jobs already queued, then joins the workers.
+///
+/// # Examples
+///
+/// ```
+/// use rouse_loop::{Ctx, EventLoop, WorkerPool};
+///
+/// let mut lp = EventLoop::new()?;
+/// let pool = WorkerPool::new(&lp.handle(), 2)?;
+/// pool.spawn(|| (1..=10u64).product::<u64>(), |n, cx: &mut Ctx| {
+///     assert_eq!(n, 3_628_800);
+///     cx.quit();
+/// })?;
+/// lp.run()?;
+/// # Ok::<(), rouse_loop::Error>(())
+/// ```
+pub struct WorkerPool {
+    shared: Arc<PoolShared>,
+    threads: Vec<JoinHandle<()>>,
+    handle: LoopHandle,
+}
+
+struct PoolShared {
+    jobs: Mutex<Jobs>,
+    ready: Condvar,
+}
+
+struct Jobs {
+    queue: VecDeque<Job>,
+    stopping: bool,
+}
+
+impl WorkerPool {
+    /// Starts `threads` workers (at least one) delivering to the loop of
+    /// `handle`.
+    ///
+    /// # Errors
+    ///
+    /// The OS error if a thread cannot be spawned.
+    pub fn new(handle: &LoopHandle, threads: usize) -> Result<WorkerPool, Error> {
+        let shared = Arc::new(PoolShared {
+            jobs: Mutex::new(Jobs {
+                queue: VecDeque::new(),
+                stopping: false,
+            }),
+            ready: Condvar::new(),
+        });
+        let mut pool = WorkerPool {
+            shared,
+            threads: Vec::new(),
+            handle: handle.clone(),
+        };
+        for i in 0..threads.max(1) {
+            let shared = Arc::clone(&pool.shared);
+            let t = std::thread::Builder::new()
+                .name(format!("rouse-worker-{i}"))
+                .spawn(move || shared.work())?;
+            pool.threads.push(t);
+        }
+        Ok(pool)
+    }
+
+    /// Runs `work` on a worker thread, then `on_done(result)` on the loop
+    /// thread.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LoopGone`] if the loop has already been dropped (nothing is
+    /// run). If the loop is dropped while the job runs, `on_done` is dropped
+    /// with the result.
+    pub fn spawn<R, W, D>(&self, work: W, on_done: D) -> Result<(), Error>
+    where
+        R: Send + 'static,
+        W: FnOnce() -> R + Send + 'static,
+        D: FnOnce(R, &mut Ctx) + Send + 'static,
+    {
+        if self.handle.shared.queue_closed() {
+            return Err(Error::LoopGone);
+        }
+        let handle = self.handle.clone();
+        let job: Job = Box::new(move || {
+            let result = work();
+            // The loop may be gone by now; then the completion is dropped.
+            let _ = handle.queue_in_loop(move |cx: &mut Ctx| on_done(result, cx));
+        });
+        self.shared.lock().queue.push_back(job);
+        self.shared.ready.notify_one();
+        Ok(())
+    }
+
+    /// The number of worker threads.
+    pub fn threads(&self) -> usize {
+        self.threads.len()
+    }
+}
+
+impl PoolShared {
+    fn lock(&self) -> MutexGuard<'_, Jobs> {
+        // Jobs run outside the lock, so a panicking job cannot poison it.
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn work(&self) {
+        loop {
+            let job = {
+                let mut jobs = self.lock();
+                loop {
+                    if let Some(job) = jobs.queue.pop_front() {
+                        break job;
+                    }
+                    if jobs.stopping {
+                        return;
+                    }
+                    jobs = self.ready.wait(jobs).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            job();
+        }
+    }
+}
+
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        self.shared.lock().stopping = true;
+        self.shared.ready.notify_all();
+        for t in self.threads.drain(..) {
+            // A worker that panicked in a job has already reported it.
+            let _ = t.join();
+        }
+    }
+}
+
+impl fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("threads", &self.threads.len())
+            .finish()
+    }
+}
