@@ -145,7 +145,7 @@ impl PollerBuilder {
     }
 }
 
-/// Waits for readiness on registered fds and for wakes from [`Waker`]s.
+/// Waits for readiness on registered fds and for wakes from [`Waker`](crate::Waker)s.
 ///
 /// Readiness is **level-triggered** on both backends: a registration that is
 /// still ready is reported again by the next poll. Every call takes `&self`:
