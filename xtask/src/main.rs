@@ -83,7 +83,7 @@ fn loom(sh: &Shell) -> anyhow::Result<()> {
     let _dir = sh.push_env("CARGO_TARGET_DIR", "target/loom");
     cmd!(
         sh,
-        "cargo test --locked --release -p rouse-poll --lib loom_"
+        "cargo test --locked --release -p rouse-poll -p rouse-loop --lib loom_"
     )
     .run()?;
     Ok(())
