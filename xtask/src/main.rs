@@ -65,6 +65,23 @@ fn ci(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
         let _epoll = sh.push_env("ROUSE_BACKEND", "epoll");
         cmd!(sh, "cargo test --workspace --locked").run()?;
     }
+    step("examples, small runs");
+    cmd!(
+        sh,
+        "cargo run --locked -p rouse-loop --example queue_in_loop -- 20000"
+    )
+    .run()?;
+    cmd!(
+        sh,
+        "cargo run --locked -p rouse-loop --example worker_pool -- 2000"
+    )
+    .run()?;
+    cmd!(sh, "cargo run --locked -p rouse-loop --example echo").run()?;
+    cmd!(
+        sh,
+        "cargo run --locked -p rouse-poll --example wake_round_trip -- 2000"
+    )
+    .run()?;
     loom(sh)?;
     step("docs");
     {

@@ -106,7 +106,10 @@ pub struct EventLoop {
 /// Every callback that runs on the loop thread gets `&mut Ctx`.
 pub struct Ctx {
     poller: Poller,
-    events: Events,
+    /// Taken while a poll's events are dispatched (callbacks need `&mut
+    /// Ctx`); a callback that panics leaves `None`, and the next iteration
+    /// allocates afresh.
+    events: Option<Events>,
     shared: Arc<Shared>,
     sources: Vec<Slot>,
     free: Vec<u32>,
@@ -116,6 +119,8 @@ pub struct Ctx {
     /// The repeating timer whose callback is running, and whether it was
     /// cancelled meanwhile.
     running_timer: Option<(TimerId, bool)>,
+    /// The source whose I/O callback is running.
+    current_source: Option<SourceId>,
     quit: bool,
     iterations: u64,
 }
@@ -167,13 +172,14 @@ impl EventLoop {
         Ok(EventLoop {
             cx: Ctx {
                 poller,
-                events: Events::with_capacity(EVENTS),
+                events: Some(Events::with_capacity(EVENTS)),
                 shared,
                 sources: Vec::new(),
                 free: Vec::new(),
                 timers: Timers::new(),
                 backlog: VecDeque::new(),
                 running_timer: None,
+                current_source: None,
                 quit: false,
                 iterations: 0,
             },
@@ -255,6 +261,31 @@ impl Ctx {
     /// The poller the loop runs on (for its backend and counters).
     pub fn poller(&self) -> &Poller {
         &self.poller
+    }
+
+    /// The source whose I/O callback is running, so that a callback can
+    /// [`modify`](Ctx::modify_source) or [`remove`](Ctx::remove_source)
+    /// itself; `None` outside I/O callbacks (in functors and timers).
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::os::unix::net::UnixStream;
+    /// use rouse_loop::{EventLoop, Interest};
+    ///
+    /// let mut lp = EventLoop::new()?;
+    /// let (a, mut b) = UnixStream::pair()?;
+    /// assert_eq!(lp.current_source(), None);
+    /// lp.add_source(a, Interest::READABLE, |_a, _ready, cx| {
+    ///     let me = cx.current_source().unwrap();
+    ///     cx.remove_source(me).unwrap();
+    ///     cx.quit();
+    /// })?;
+    /// b.write_all(b"x")?;
+    /// lp.run()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn current_source(&self) -> Option<SourceId> {
+        self.current_source
     }
 
     /// Iterations run so far.
@@ -511,7 +542,10 @@ impl Ctx {
             let until = deadline.saturating_duration_since(now);
             wait = Some(wait.map_or(until, |w| w.min(until)));
         }
-        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(1));
+        let mut events = self
+            .events
+            .take()
+            .unwrap_or_else(|| Events::with_capacity(EVENTS));
         let polled = self.poller.poll(&mut events, wait);
         let result = polled.map(|_| {
             for ev in &events {
@@ -526,7 +560,7 @@ impl Ctx {
                 }
             }
         });
-        self.events = events;
+        self.events = Some(events);
         result?;
         self.run_functors();
         self.run_timers();
@@ -553,7 +587,9 @@ impl Ctx {
         else {
             unreachable!("checked above")
         };
+        self.current_source = Some(id);
         let outcome = catch_unwind(AssertUnwindSafe(|| entry.dispatch(ready, self)));
+        self.current_source = None;
         // Put the source back (or drop it), whether or not the callback panicked.
         let Slot::Running {
             generation,

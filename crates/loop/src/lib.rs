@@ -19,6 +19,12 @@
 //! the loop last took the queue, and that wake costs a system call only if
 //! the loop is blocked. I/O readiness is level-triggered.
 //!
+//! Runnable programs in `examples/`: `queue_in_loop` (threads handing work
+//! to the loop, with its throughput and wake counts), `worker_pool`
+//! (blocking jobs whose completions share one wake), and `echo` (a TCP echo
+//! server with a built-in load), each run with
+//! `cargo run --release -p rouse-loop --example NAME`.
+//!
 //! # Examples
 //!
 //! An echo of one socket pair, a timer, and a functor from another thread:
