@@ -80,7 +80,9 @@ impl Pipe {
 
     /// Drains the pipe and returns how many bytes it held.
     ///
-    /// Never blocks: it reads until `EAGAIN` (or end-of-file).
+    /// Never blocks: it reads until a read comes back short (the pipe held
+    /// less than the buffer, so it is now empty), `EAGAIN` or end-of-file.
+    /// In the usual case, a few bytes waiting, that is one `read(2)`.
     ///
     /// # Errors
     ///
@@ -92,7 +94,12 @@ impl Pipe {
         loop {
             match retry(|| rustix::io::read(&self.read, &mut buf)) {
                 Ok(0) | Err(Errno::AGAIN) => return Ok(total),
-                Ok(n) => total += n,
+                Ok(n) => {
+                    total += n;
+                    if n < buf.len() {
+                        return Ok(total);
+                    }
+                }
                 Err(e) => return Err(e.into()),
             }
         }

@@ -1,0 +1,140 @@
+//! rouse beside its peers, in one process run: see `cargo xtask bench`.
+//!
+//! Every benchmark is a [`Runner`] timed with criterion's `iter_custom`, so
+//! that set-up (threads, loops, thousands of fds) stays out of the timing.
+//! With `ROUSE_BENCH_COUNT="GROUP/ID N"` in the environment the binary runs
+//! one benchmark for `N` operations instead and exits: `cargo xtask bench`
+//! runs that under `perf stat` to count each row's system calls.
+
+use std::time::Duration;
+
+use criterion::Criterion;
+use rouse_benches::{Counts, record};
+
+mod echo;
+mod functors;
+mod pool;
+mod scale;
+mod sys;
+mod wake;
+
+/// A benchmark, ready to run: `run(n)` performs `n` operations and returns
+/// the time they took.
+pub trait Runner {
+    /// Performs `iters` operations; returns the time they took.
+    fn run(&mut self, iters: u64) -> Duration;
+
+    /// Wake counts accumulated over every run so far, where the subject
+    /// keeps them.
+    fn counts(&self) -> Option<Counts> {
+        None
+    }
+}
+
+impl<F: FnMut(u64) -> Duration> Runner for F {
+    fn run(&mut self, iters: u64) -> Duration {
+        self(iters)
+    }
+}
+
+/// Makes a runner, or says why this one cannot run here.
+pub type Make = Box<dyn Fn() -> Result<Box<dyn Runner>, String>>;
+
+/// One row of a group.
+pub struct Bench {
+    /// The group, e.g. `wake_1cpu`.
+    pub group: &'static str,
+    /// The row, e.g. `mio`.
+    pub id: &'static str,
+    /// Builds the runner.
+    pub make: Make,
+}
+
+impl Bench {
+    fn new<R: Runner + 'static>(
+        group: &'static str,
+        id: &'static str,
+        make: impl Fn() -> Result<R, String> + 'static,
+    ) -> Bench {
+        Bench {
+            group,
+            id,
+            make: Box::new(move || make().map(|r| Box::new(r) as Box<dyn Runner>)),
+        }
+    }
+}
+
+fn all() -> Vec<Bench> {
+    let mut benches = Vec::new();
+    sys::benches(&mut benches);
+    wake::benches(&mut benches);
+    functors::benches(&mut benches);
+    pool::benches(&mut benches);
+    scale::benches(&mut benches);
+    echo::benches(&mut benches);
+    benches
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("ROUSE_BENCH_COUNT") {
+        count(&spec);
+        return;
+    }
+    let mut c = Criterion::default().configure_from_args();
+    let benches = all();
+    let mut i = 0;
+    while i < benches.len() {
+        let name = benches[i].group;
+        let mut group = c.benchmark_group(name);
+        while i < benches.len() && benches[i].group == name {
+            let bench = &benches[i];
+            let mut runner: Option<Result<Box<dyn Runner>, String>> = None;
+            group.bench_function(bench.id, |b| {
+                let r = runner.get_or_insert_with(|| (bench.make)());
+                match r {
+                    Ok(r) => b.iter_custom(|iters| r.run(iters)),
+                    // Criterion needs a measurement: report the skip and
+                    // time nothing; the report lists the row as skipped.
+                    Err(_) => b.iter_custom(|_| Duration::ZERO),
+                }
+            });
+            match runner {
+                Some(Ok(r)) => {
+                    if let Some(counts) = r.counts() {
+                        record(&format!("{}/{}", bench.group, bench.id), counts);
+                    }
+                }
+                Some(Err(why)) => {
+                    eprintln!("{}/{}: skipped: {why}", bench.group, bench.id);
+                    rouse_benches::record_skip(&format!("{}/{}", bench.group, bench.id), &why);
+                }
+                None => {}
+            }
+            i += 1;
+        }
+        group.finish();
+    }
+    c.final_summary();
+}
+
+/// `GROUP/ID N`: runs one benchmark for `N` operations.
+fn count(spec: &str) {
+    let (id, n) = spec
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("ROUSE_BENCH_COUNT wants `GROUP/ID N`, got `{spec}`"));
+    let n: u64 = n.parse().expect("N is a count");
+    let bench = all()
+        .into_iter()
+        .find(|b| format!("{}/{}", b.group, b.id) == id)
+        .unwrap_or_else(|| panic!("no benchmark `{id}`"));
+    match (bench.make)() {
+        Ok(mut r) => {
+            let took = r.run(n);
+            println!("{id}: {n} operations in {took:?}");
+        }
+        Err(why) => {
+            eprintln!("{id}: skipped: {why}");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The harness behind rouse's benchmarks: thread placement, a two-thread
+//! round-trip driver, and the counters file that `cargo xtask bench` reads.
+//!
+//! The benchmarks themselves are in `benches/compare.rs`; run them with
+//! `cargo xtask bench`, which also writes the report.
+
+use std::io::Write;
+use std::sync::{Arc, Barrier, mpsc};
+use std::time::{Duration, Instant};
+
+use rustix::thread::{CpuSet, sched_setaffinity};
+
+/// Where the two threads of a round trip run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Both threads pinned to CPU 0: each wake is a context switch.
+    OneCpu,
+    /// Pinned to CPUs 0 and 1: each wake is a cross-CPU wake-up.
+    TwoCpus,
+}
+
+impl Placement {
+    /// The CPUs of the first and the second thread.
+    pub fn cpus(self) -> (usize, usize) {
+        match self {
+            Placement::OneCpu => (0, 0),
+            Placement::TwoCpus => (0, 1),
+        }
+    }
+}
+
+/// Pins the calling thread to `cpu`.
+///
+/// # Panics
+///
+/// If the CPU cannot be had: a benchmark that silently runs unpinned would
+/// measure something else.
+pub fn pin(cpu: usize) {
+    let mut set = CpuSet::new();
+    set.set(cpu);
+    if let Err(e) = sched_setaffinity(None, &set) {
+        panic!("cannot pin a thread to CPU {cpu}: {e}");
+    }
+}
+
+/// One end of a round trip: something that blocks until woken, and a
+/// handle by which the other thread wakes it.
+pub trait End {
+    /// Wakes this end from another thread.
+    type Remote: Send + 'static;
+
+    /// A handle that wakes this end.
+    fn remote(&self) -> Self::Remote;
+
+    /// Blocks until the next wake from the remote; every wake is waited
+    /// for exactly once.
+    fn wait(&mut self);
+
+    /// Wakes the end that `remote` belongs to.
+    fn wake(remote: &Self::Remote);
+}
+
+/// Runs `rounds` round trips between two threads placed as `placement`,
+/// each end made by `make` on its own thread (so ends need not be `Send`),
+/// and returns the time the rounds took on the first thread.
+pub fn round_trips<E, F>(make: F, placement: Placement, rounds: u64) -> Duration
+where
+    E: End,
+    F: Fn() -> E + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    let (cpu_a, cpu_b) = placement.cpus();
+    let (to_a, from_b) = mpsc::channel::<E::Remote>();
+    let (to_b, from_a) = mpsc::channel::<E::Remote>();
+    let start = Arc::new(Barrier::new(2));
+    let b = {
+        let (make, start) = (Arc::clone(&make), Arc::clone(&start));
+        std::thread::spawn(move || {
+            pin(cpu_b);
+            let mut end = make();
+            to_a.send(end.remote()).expect("thread A is waiting");
+            let a = from_a.recv().expect("thread A sends its remote");
+            start.wait();
+            for _ in 0..rounds {
+                end.wait();
+                E::wake(&a);
+            }
+        })
+    };
+    pin(cpu_a);
+    let mut end = make();
+    to_b.send(end.remote()).expect("thread B is waiting");
+    let b_remote = from_b.recv().expect("thread B sends its remote");
+    start.wait();
+    let began = Instant::now();
+    for _ in 0..rounds {
+        E::wake(&b_remote);
+        end.wait();
+    }
+    let took = began.elapsed();
+    b.join().expect("thread B panicked");
+    took
+}
+
+/// Operations and wake counts that a benchmark adds up across its runs,
+/// written for `cargo xtask bench` to read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counts {
+    /// Operations measured (round trips, functors, completions).
+    pub ops: u64,
+    /// Wake calls made (waker `wake`s, or wakes asked for by a queue).
+    pub wakes: u64,
+    /// System calls those wakes cost.
+    pub wake_syscalls: u64,
+}
+
+impl Counts {
+    /// Adds another run's counts.
+    pub fn add(&mut self, other: Counts) {
+        self.ops += other.ops;
+        self.wakes += other.wakes;
+        self.wake_syscalls += other.wake_syscalls;
+    }
+}
+
+/// The environment variable naming the directory that counters are written
+/// to (set by `cargo xtask bench`).
+pub const OUT_ENV: &str = "ROUSE_BENCH_OUT";
+
+/// Appends `id`'s totals to `$ROUSE_BENCH_OUT/counters.tsv`, if set.
+///
+/// # Panics
+///
+/// If the file cannot be written: the report would be missing its counts.
+pub fn record(id: &str, counts: Counts) {
+    let Some(dir) = std::env::var_os(OUT_ENV) else {
+        return;
+    };
+    let _ = std::fs::create_dir_all(&dir);
+    let path = std::path::Path::new(&dir).join("counters.tsv");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    writeln!(
+        file,
+        "{id}\t{}\t{}\t{}",
+        counts.ops, counts.wakes, counts.wake_syscalls
+    )
+    .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+/// Raises the soft limit on open files to the hard limit, for the
+/// benchmarks that hold thousands of descriptors.
+///
+/// # Errors
+///
+/// The OS error from `setrlimit`.
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    limit.current = limit.maximum;
+    setrlimit(Resource::Nofile, limit)?;
+    Ok(limit.current.unwrap_or(u64::MAX))
+}
+
+/// Notes that `id` could not run here, and why, in
+/// `$ROUSE_BENCH_OUT/skipped.tsv`, if set.
+///
+/// # Panics
+///
+/// If the file cannot be written.
+pub fn record_skip(id: &str, why: &str) {
+    let Some(dir) = std::env::var_os(OUT_ENV) else {
+        return;
+    };
+    let _ = std::fs::create_dir_all(&dir);
+    let path = std::path::Path::new(&dir).join("skipped.tsv");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    writeln!(file, "{id}\t{}", why.replace(['\t', '\n'], " "))
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+/// The CPUs this process may run on.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
