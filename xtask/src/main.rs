@@ -7,10 +7,14 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 use xshell::{Shell, cmd};
 
+mod bench;
+
 const TASKS: &str = "\
 tasks:
   ci      fmt check, clippy -D warnings, tests (on each backend and on the pipe
           fallback), loom models, docs
+  bench   rouse beside its peers: criterion runs, syscall counts, and
+          target/rouse-bench/report.md + report.svg (see `bench --help`)
   loom    the loom models of the wake and queue protocols";
 
 fn main() -> std::process::ExitCode {
@@ -32,6 +36,7 @@ fn run() -> anyhow::Result<()> {
     match task.as_deref() {
         Some("ci") => ci(&sh, &rest),
         Some("loom") => loom(&sh),
+        Some("bench") => bench::bench(&sh, &rest),
         Some("-h" | "--help" | "help") | None => {
             println!("{TASKS}");
             Ok(())
