@@ -643,10 +643,10 @@ fn bench_exe(sh: &Shell) -> anyhow::Result<PathBuf> {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        if v["reason"] == "compiler-artifact" && v["target"]["name"] == "compare" {
-            if let Some(exe) = v["executable"].as_str() {
-                return Ok(PathBuf::from(exe));
-            }
+        let is_bench = v["reason"] == "compiler-artifact" && v["target"]["name"] == "compare";
+        match v["executable"].as_str() {
+            Some(exe) if is_bench => return Ok(PathBuf::from(exe)),
+            _ => {}
         }
     }
     bail!("cargo did not report the bench executable")

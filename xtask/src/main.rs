@@ -8,6 +8,7 @@ use anyhow::bail;
 use xshell::{Shell, cmd};
 
 mod bench;
+mod fuzz;
 
 const TASKS: &str = "\
 tasks:
@@ -15,6 +16,7 @@ tasks:
           fallback), loom models, docs
   bench   rouse beside its peers: criterion runs, syscall counts, and
           target/rouse-bench/report.md + report.svg (see `bench --help`)
+  fuzz    the cargo-fuzz targets, on stable (see `fuzz --help`)
   loom    the loom models of the wake and queue protocols";
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +39,7 @@ fn run() -> anyhow::Result<()> {
         Some("ci") => ci(&sh, &rest),
         Some("loom") => loom(&sh),
         Some("bench") => bench::bench(&sh, &rest),
+        Some("fuzz") => fuzz::fuzz(&sh, &rest),
         Some("-h" | "--help" | "help") | None => {
             println!("{TASKS}");
             Ok(())

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rouse_benches::{Counts, pin};
 use rouse_loop::{Ctx, EventLoop};
 
-use crate::{Bench, Runner};
+use crate::{Bench, Runner, peer_ok};
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -138,7 +138,7 @@ fn muduo(producers_n: u64, total: u64) -> Duration {
     start.wait();
     let began = Instant::now();
     while RAN.with(Cell::get) < total {
-        poll.poll(&mut events, None).unwrap();
+        peer_ok(poll.poll(&mut events, None));
         std::mem::swap(&mut batch, &mut *queue.lock().unwrap());
         for f in batch.drain(..) {
             f();
@@ -184,7 +184,7 @@ fn calloop(producers_n: u64, total: u64) -> Duration {
     start.wait();
     let began = Instant::now();
     while RAN.with(Cell::get) < total {
-        ev.dispatch(None, &mut ()).unwrap();
+        peer_ok(ev.dispatch(None, &mut ()).map_err(std::io::Error::from));
     }
     let took = began.elapsed();
     join(threads);

@@ -37,6 +37,19 @@ impl<F: FnMut(u64) -> Duration> Runner for F {
     }
 }
 
+/// Checks a peer's wait: `EINTR`, which some peers hand to their caller
+/// (an io_uring's task work can cause it on a thread that owns a ring), is
+/// a wait that ended early, and the caller's loop waits again.
+pub fn peer_ok<T>(r: std::io::Result<T>) {
+    if let Err(e) = r {
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::Interrupted,
+            "a peer's wait failed: {e}"
+        );
+    }
+}
+
 /// Makes a runner, or says why this one cannot run here.
 pub type Make = Box<dyn Fn() -> Result<Box<dyn Runner>, String>>;
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rouse_benches::{Counts, pin};
 use rouse_loop::{Ctx, EventLoop, WorkerPool};
 
-use crate::{Bench, Runner};
+use crate::{Bench, Runner, peer_ok};
 
 const WORKERS: usize = 2;
 
@@ -143,7 +143,7 @@ impl Runner for Nginx {
         let mut finished = 0;
         let mut batch = Vec::new();
         while finished < jobs {
-            self.poll.poll(&mut self.events, None).unwrap();
+            peer_ok(self.poll.poll(&mut self.events, None));
             std::mem::swap(&mut batch, &mut *self.done.lock().unwrap());
             for r in batch.drain(..) {
                 black_box(r);

@@ -13,7 +13,7 @@ use rustix::event::epoll;
 use rustix::event::{EventfdFlags, eventfd};
 use rustix::fd::OwnedFd;
 
-use crate::{Bench, Runner};
+use crate::{Bench, Runner, peer_ok};
 
 /// How long the spinning rows spin before they park.
 pub(crate) const SPIN: Duration = Duration::from_micros(50);
@@ -164,7 +164,7 @@ impl End for Mio {
     }
     fn wait(&mut self) {
         loop {
-            self.poll.poll(&mut self.events, None).unwrap();
+            peer_ok(self.poll.poll(&mut self.events, None));
             if !self.events.is_empty() {
                 return;
             }
@@ -188,7 +188,10 @@ impl End for Polling {
     }
     fn wait(&mut self) {
         self.events.clear();
-        self.poller.wait(&mut self.events, None).unwrap();
+        // A wait ended by EINTR is not the notify: wait again.
+        while let Err(e) = self.poller.wait(&mut self.events, None) {
+            assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "polling: {e}");
+        }
     }
     fn wake(poller: &Self::Remote) {
         poller.notify().unwrap();
@@ -209,7 +212,11 @@ impl End for Calloop {
     }
     fn wait(&mut self) {
         while !std::mem::take(&mut self.pinged) {
-            self.ev.dispatch(None, &mut self.pinged).unwrap();
+            peer_ok(
+                self.ev
+                    .dispatch(None, &mut self.pinged)
+                    .map_err(std::io::Error::from),
+            );
         }
     }
     fn wake(ping: &Self::Remote) {

@@ -65,6 +65,9 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod event;
+#[cfg(all(any(test, feature = "fuzzing"), not(loom)))]
+#[doc(hidden)]
+pub mod fuzz;
 mod poller;
 mod state;
 #[allow(unsafe_code)]

@@ -55,6 +55,9 @@
 
 pub mod counter;
 mod eventfd;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz;
 mod pipe;
 mod wake;
 

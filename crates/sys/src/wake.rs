@@ -49,11 +49,11 @@ pub const FORCE_PIPE_ENV: &str = "ROUSE_FORCE_PIPE";
 /// ```
 #[derive(Debug)]
 pub struct WakeFd {
-    inner: Inner,
+    pub(crate) inner: Inner,
 }
 
 #[derive(Debug)]
-enum Inner {
+pub(crate) enum Inner {
     EventFd(EventFd),
     Pipe(Pipe),
 }
