@@ -476,6 +476,8 @@ const CHECKS: &[Check] = &[
 struct Measured {
     /// Median ns per operation, by `group/id`.
     median: BTreeMap<String, f64>,
+    /// The median's 95% confidence interval.
+    interval: BTreeMap<String, (f64, f64)>,
     /// rouse's own counters: (ops, wakes, wake_syscalls).
     counters: BTreeMap<String, (u64, u64, u64)>,
     /// perf's counts per operation: (all syscalls, write syscalls).
@@ -605,6 +607,10 @@ fn read_medians(dir: &Path, since: std::time::SystemTime, m: &mut Measured) -> a
         let median = v["median"]["point_estimate"]
             .as_f64()
             .with_context(|| format!("no median in {}", path.display()))?;
+        let ci = &v["median"]["confidence_interval"];
+        if let (Some(lo), Some(hi)) = (ci["lower_bound"].as_f64(), ci["upper_bound"].as_f64()) {
+            m.interval.insert(format!("{}/{}", r.group, r.id), (lo, hi));
+        }
         m.median.insert(format!("{}/{}", r.group, r.id), median);
     }
     Ok(())
@@ -834,13 +840,13 @@ fn report(
         let _ = writeln!(t, "\n#### {title}\n");
         let _ = writeln!(
             t,
-            "| row | median {unit} | × {reference} | rouse counters: wakes / wake syscalls {unit} | perf: syscalls / writes {unit} |"
+            "| row | median {unit} | 95% interval | × {reference} | rouse counters: wakes / wake syscalls {unit} | perf: syscalls / writes {unit} |"
         );
-        let _ = writeln!(t, "|---|---:|---:|---:|---:|");
+        let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|");
         for r in rows {
             let id = format!("{group}/{}", r.id);
             if let Some(why) = m.skipped.get(&id) {
-                let _ = writeln!(t, "| {} | skipped: {why} | | | |", r.label);
+                let _ = writeln!(t, "| {} | skipped: {why} | | | | |", r.label);
                 continue;
             }
             let Some(&med) = m.median.get(&id) else {
