@@ -11,11 +11,12 @@ use xshell::{Shell, cmd};
 use crate::step;
 
 pub(crate) const USAGE: &str = "\
-usage: cargo xtask bench [--full] [--filter REGEX] [--no-count] [--readme]
-  --full        criterion's normal sampling (default: a quick run, ~10 min)
-  --filter RE   only the benchmarks whose GROUP/ID matches RE
-  --no-count    skip the system-call counts (perf stat)
-  --readme      copy the resulting table into README.md";
+usage: cargo xtask bench [--full] [--filter REGEX] [--no-count] [--readme] [--report-only]
+  --full         criterion's normal sampling (default: a quick run, ~12 min)
+  --filter RE    only the benchmarks whose GROUP/ID matches RE
+  --no-count     skip the system-call counts (perf stat)
+  --readme       copy the resulting table into README.md, the chart to docs/
+  --report-only  run nothing: rebuild the report from the last run's files";
 
 /// One row's display name and role.
 struct Row {
@@ -490,12 +491,14 @@ pub(crate) fn bench(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
     let mut count = true;
     let mut readme = false;
     let mut filter: Option<String> = None;
+    let mut report_only = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--full" => full = true,
             "--no-count" => count = false,
             "--readme" => readme = true,
+            "--report-only" => report_only = true,
             "--filter" => {
                 filter = Some(it.next().context("--filter wants a regex")?.clone());
             }
@@ -508,66 +511,88 @@ pub(crate) fn bench(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
     }
     let root = sh.current_dir();
     let out = root.join("target/rouse-bench");
-    std::fs::create_dir_all(&out)?;
-    for f in ["counters.tsv", "skipped.tsv"] {
-        let _ = std::fs::remove_file(out.join(f));
-    }
     let criterion_dir = root.join("target/criterion");
-    // Only rows that this run measured reach the report.
-    let began = std::time::SystemTime::now();
-
-    step("building the benches");
-    cmd!(
-        sh,
-        "cargo bench --locked -p rouse-benches --bench compare --no-run"
-    )
-    .run()?;
-
-    step(if full {
-        "running the benches (full sampling)"
+    let mut m = Measured::default();
+    if report_only {
+        // The last run's files: its start time was recorded beside them.
+        let since = std::fs::read_to_string(out.join("started"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+            .context("no earlier run to report on (target/rouse-bench/started)")?;
+        read_medians(&criterion_dir, since, &mut m)?;
+        read_counters(&out, &mut m)?;
+        read_perf(&out, &mut m);
     } else {
-        "running the benches (quick)"
-    });
-    let mut crit: Vec<String> = Vec::new();
-    if !full {
-        crit.extend(
-            [
-                "--warm-up-time",
-                "1",
-                "--measurement-time",
-                "4",
-                "--sample-size",
-                "10",
-            ]
-            .map(String::from),
-        );
-    }
-    crit.push("--noplot".into());
-    if let Some(f) = &filter {
-        crit.push(f.clone());
-    }
-    {
-        let _out = sh.push_env(rouse_out_env(), &out);
+        std::fs::create_dir_all(&out)?;
+        for f in ["counters.tsv", "skipped.tsv", "perf.tsv"] {
+            let _ = std::fs::remove_file(out.join(f));
+        }
+        // Only rows that this run measured reach the report.
+        let began = std::time::SystemTime::now();
+        let secs = began.duration_since(std::time::UNIX_EPOCH)?.as_secs();
+        std::fs::write(out.join("started"), secs.to_string())?;
+
+        step("building the benches");
         cmd!(
             sh,
-            "cargo bench --locked -p rouse-benches --bench compare -- {crit...}"
+            "cargo bench --locked -p rouse-benches --bench compare --no-run"
         )
         .run()?;
-    }
 
-    let mut m = Measured::default();
-    read_medians(&criterion_dir, began, &mut m)?;
-    read_counters(&out, &mut m)?;
-
-    if count {
-        count_syscalls(sh, &root, &mut m)?;
+        step(if full {
+            "running the benches (full sampling)"
+        } else {
+            "running the benches (quick)"
+        });
+        let mut crit: Vec<String> = Vec::new();
+        if !full {
+            crit.extend(
+                [
+                    "--warm-up-time",
+                    "1",
+                    "--measurement-time",
+                    "4",
+                    "--sample-size",
+                    "10",
+                ]
+                .map(String::from),
+            );
+        }
+        crit.push("--noplot".into());
+        if let Some(f) = &filter {
+            crit.push(f.clone());
+        }
+        {
+            let _out = sh.push_env(rouse_out_env(), &out);
+            cmd!(
+                sh,
+                "cargo bench --locked -p rouse-benches --bench compare -- {crit...}"
+            )
+            .run()?;
+        }
+        read_medians(&criterion_dir, began, &mut m)?;
+        read_counters(&out, &mut m)?;
+        if count {
+            count_syscalls(sh, &root, &mut m)?;
+        }
     }
 
     let machine = machine(sh);
-    let command = std::iter::once("cargo xtask bench".to_string())
-        .chain(args.iter().cloned())
-        .collect::<Vec<_>>()
-        .join(" ");
+    // The command that measured: what this run was asked, less the
+    // options that only shape the output; for --report-only, the last run's.
+    let command = if report_only {
+        std::fs::read_to_string(out.join("command"))
+            .map(|c| c.trim().to_string())
+            .unwrap_or_else(|_| "cargo xtask bench".into())
+    } else {
+        let measured = std::iter::once("cargo xtask bench".to_string())
+            .chain(args.iter().filter(|a| *a != "--readme").cloned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        std::fs::write(out.join("command"), &measured)?;
+        measured
+    };
     let (report, table, checks) = report(&m, &machine, &command, count);
     std::fs::write(out.join("report.md"), &report)?;
     std::fs::write(out.join("report.svg"), svg(&m, &checks))?;
@@ -635,6 +660,18 @@ fn read_counters(out: &Path, m: &mut Measured) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn read_perf(out: &Path, m: &mut Measured) {
+    if let Ok(text) = std::fs::read_to_string(out.join("perf.tsv")) {
+        for line in text.lines() {
+            let f: Vec<&str> = line.split('\t').collect();
+            let [id, all, writes] = f[..] else { continue };
+            if let (Ok(a), Ok(w)) = (all.parse(), writes.parse()) {
+                m.perf.insert(id.to_string(), (a, w));
+            }
+        }
+    }
 }
 
 /// The bench executable, as cargo reports it.
@@ -706,6 +743,12 @@ fn count_syscalls(sh: &Shell, root: &Path, m: &mut Measured) -> anyhow::Result<(
             let all = (b_all - a_all) / n as f64;
             let writes = (b_w - a_w) / n as f64;
             eprintln!("  {id}: {all:.3} syscalls, {writes:.3} writes per op");
+            let line = format!("{id}\t{all}\t{writes}\n");
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(root.join("target/rouse-bench/perf.tsv"))
+                .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()))?;
             m.perf.insert(id, (all, writes));
         }
     }
@@ -864,9 +907,12 @@ fn report(
                 .perf
                 .get(&id)
                 .map_or("–".into(), |&(all, w)| format!("{all:.3} / {w:.3}"));
+            let interval = m.interval.get(&id).map_or("–".into(), |&(lo, hi)| {
+                format!("{} – {}", fmt_ns(lo), fmt_ns(hi))
+            });
             let _ = writeln!(
                 t,
-                "| {} | {} | {ratio} | {ctr} | {perf} |",
+                "| {} | {} | {interval} | {ratio} | {ctr} | {perf} |",
                 r.label,
                 fmt_ns(med)
             );
@@ -936,7 +982,7 @@ fn svg(_m: &Measured, checks: &[CheckResult]) -> String {
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"10\" y=\"20\" font-size=\"14\">rouse: each target's measured value ÷ its limit (left of the line = met; log scale not used, capped at {scale_max:.0}×)</text>\n"
+         <text x=\"10\" y=\"20\" font-size=\"14\">rouse: each target's measured value ÷ its limit (left of the dashed line = met; bars stop at {scale_max:.0}×)</text>\n"
     );
     for (i, c) in rows.iter().enumerate() {
         let y = top + i as f64 * (bar_h + gap);

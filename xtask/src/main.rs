@@ -13,7 +13,7 @@ mod fuzz;
 const TASKS: &str = "\
 tasks:
   ci      fmt check, clippy -D warnings, tests (on each backend and on the pipe
-          fallback), loom models, docs
+          fallback), examples, loom models, benches in test mode, docs
   bench   rouse beside its peers: criterion runs, syscall counts, and
           target/rouse-bench/report.md + report.svg (see `bench --help`)
   fuzz    the cargo-fuzz targets, on stable (see `fuzz --help`)
@@ -91,6 +91,12 @@ fn ci(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
     )
     .run()?;
     loom(sh)?;
+    step("benchmarks, once each in criterion's test mode (nothing is timed)");
+    cmd!(
+        sh,
+        "cargo bench --locked -p rouse-benches --bench compare -- --test"
+    )
+    .run()?;
     step("docs");
     {
         let _deny = sh.push_env("RUSTDOCFLAGS", "-D warnings");

@@ -125,7 +125,10 @@ fn muduo(producers_n: u64, total: u64) -> Duration {
     let waker = Arc::new(mio::Waker::new(poll.registry(), WAKE).unwrap());
     let queue: Arc<Mutex<Vec<Job>>> = Arc::default();
     let (start, threads) = {
-        let queue = Arc::clone(&queue);
+        // The consumer keeps a reference too: the last producer to finish
+        // must not close the eventfd (taking its pending event out of the
+        // epoll set) before the consumer has seen the event.
+        let (queue, waker) = (Arc::clone(&queue), Arc::clone(&waker));
         producers(producers_n, total, move |i| {
             queue.lock().unwrap().push(Box::new(move || {
                 ran(i);

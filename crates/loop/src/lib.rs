@@ -77,6 +77,12 @@ pub use pool::WorkerPool;
 pub use rouse_poll::{Backend, Interest, Poller};
 pub use timer::TimerId;
 
+/// The README's examples (one per crate), run as doc-tests so that they stay
+/// true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
+
 /// Locks that loom can model-check.
 mod sync {
     #[cfg(loom)]
