@@ -534,12 +534,11 @@ impl Ctx {
     /// One iteration: wait, I/O callbacks, functors, timers.
     fn iterate(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.iterations += 1;
-        let now = Instant::now();
         let mut wait = timeout;
         if !self.backlog.is_empty() || self.quit {
             wait = Some(Duration::ZERO);
         } else if let Some(deadline) = self.timers.next_deadline() {
-            let until = deadline.saturating_duration_since(now);
+            let until = deadline.saturating_duration_since(Instant::now());
             wait = Some(wait.map_or(until, |w| w.min(until)));
         }
         let mut events = self
@@ -639,6 +638,9 @@ impl Ctx {
     }
 
     fn run_timers(&mut self) {
+        if self.timers.len() == 0 {
+            return;
+        }
         let now = Instant::now();
         // Only timers due now: one added by a timer callback waits for the
         // next iteration even if it is due already.

@@ -463,11 +463,15 @@ impl Poller {
             }
         };
         let shared = &*self.shared;
-        let start = Instant::now();
-        let deadline = timeout.and_then(|t| start.checked_add(t));
+        // The clock is read only for a timeout that can run out.
+        let deadline = match timeout {
+            Some(t) if !t.is_zero() => Instant::now().checked_add(t),
+            _ => None,
+        };
         let bump = |c: &AtomicU64| c.store(c.load(Relaxed) + 1, Relaxed);
         loop {
             let remaining = match (timeout, deadline) {
+                (Some(Duration::ZERO), _) => Some(Duration::ZERO),
                 (None, _) | (Some(_), None) => None,
                 (Some(_), Some(d)) => Some(d.saturating_duration_since(Instant::now())),
             };
