@@ -116,6 +116,8 @@ pub struct Ctx {
     timers: Timers<OnceFn, EveryFn>,
     /// Functors taken from the queue and not yet run.
     backlog: VecDeque<Functor>,
+    /// An empty buffer to swap into the queue when the backlog is not empty.
+    spare: Vec<Functor>,
     /// The repeating timer whose callback is running, and whether it was
     /// cancelled meanwhile.
     running_timer: Option<(TimerId, bool)>,
@@ -178,6 +180,7 @@ impl EventLoop {
                 free: Vec::new(),
                 timers: Timers::new(),
                 backlog: VecDeque::new(),
+                spare: Vec::new(),
                 running_timer: None,
                 current_source: None,
                 quit: false,
@@ -534,6 +537,12 @@ impl Ctx {
     /// One iteration: wait, I/O callbacks, functors, timers.
     fn iterate(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.iterations += 1;
+        // Before deciding whether the wait may block, look at the queue: the
+        // wake of a functor queued there may have been consumed by an earlier
+        // poll, in an iteration whose backlog was too long to take it.
+        if self.backlog.is_empty() {
+            self.take_queue();
+        }
         let mut wait = timeout;
         if !self.backlog.is_empty() || self.quit {
             wait = Some(Duration::ZERO);
@@ -627,13 +636,27 @@ impl Ctx {
 
     fn run_functors(&mut self) {
         if self.backlog.len() < FUNCTOR_BATCH {
-            self.shared.queue.drain_into(&mut self.backlog);
+            self.take_queue();
         }
         for _ in 0..FUNCTOR_BATCH {
             let Some(f) = self.backlog.pop_front() else {
                 break;
             };
             f(self);
+        }
+    }
+
+    /// Moves everything queued to the end of the backlog. The lock is held
+    /// for a swap, never for a copy.
+    fn take_queue(&mut self) {
+        if self.backlog.is_empty() {
+            // Both conversions keep the buffer: no copy, no allocation.
+            let spare = Vec::from(std::mem::take(&mut self.backlog));
+            self.backlog = VecDeque::from(self.shared.queue.take_all(spare));
+        } else {
+            let mut taken = self.shared.queue.take_all(std::mem::take(&mut self.spare));
+            self.backlog.extend(taken.drain(..));
+            self.spare = taken;
         }
     }
 
@@ -706,6 +729,8 @@ impl fmt::Debug for Ctx {
             .field("sources", &(self.sources.len() - self.free.len()))
             .field("timers", &self.timers.len())
             .field("backlog", &self.backlog.len())
+            .field("queued", &self.shared.queue.len())
+            .field("iterations", &self.iterations)
             .finish_non_exhaustive()
     }
 }

@@ -16,7 +16,9 @@ const WATCHDOG: Duration = Duration::from_secs(30);
 
 fn new_loop() -> EventLoop {
     let mut lp = EventLoop::new().unwrap();
-    lp.run_after(WATCHDOG, |_| panic!("watchdog: the loop did not finish"));
+    lp.run_after(WATCHDOG, |cx| {
+        panic!("watchdog: the loop did not finish: {cx:?}")
+    });
     lp
 }
 
@@ -159,6 +161,51 @@ fn a_functor_queued_by_a_functor_runs_without_the_loop_blocking() {
     assert!(
         start.elapsed() < Duration::from_secs(10),
         "the loop blocked with a functor pending"
+    );
+}
+
+/// A regression: a backlog of exactly one batch (1,024 functors) runs out
+/// in an iteration that did not take the queue, while the wake of a functor
+/// queued meanwhile had been consumed by that iteration's poll. The loop
+/// then blocked with the functor queued.
+#[test]
+fn a_backlog_of_exactly_one_batch_does_not_strand_a_functor_queued_meanwhile() {
+    let mut lp = new_loop();
+    let handle = lp.handle();
+    let ran = Arc::new(AtomicUsize::new(0));
+    // Two batches: the first iteration takes them all and runs one.
+    for _ in 0..2 * 1024 {
+        let ran = Arc::clone(&ran);
+        handle
+            .queue_in_loop(move || {
+                ran.fetch_add(1, Ordering::Relaxed);
+            })
+            .unwrap();
+    }
+    lp.run_once(Some(Duration::ZERO)).unwrap();
+    assert_eq!(ran.load(Ordering::Relaxed), 1024);
+    // Queued while 1,024 wait in the backlog: its wake is consumed by the
+    // next poll, whose iteration runs the backlog out without taking it.
+    let late = Arc::new(AtomicUsize::new(0));
+    let l = Arc::clone(&late);
+    std::thread::spawn(move || {
+        handle
+            .queue_in_loop(move || {
+                l.fetch_add(1, Ordering::Relaxed);
+            })
+            .unwrap();
+    })
+    .join()
+    .unwrap();
+    lp.run_once(Some(Duration::from_secs(20))).unwrap();
+    assert_eq!(ran.load(Ordering::Relaxed), 2 * 1024);
+    let start = Instant::now();
+    while late.load(Ordering::Relaxed) == 0 {
+        lp.run_once(Some(Duration::from_secs(20))).unwrap();
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "the loop blocked with a functor queued"
     );
 }
 

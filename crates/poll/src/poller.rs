@@ -560,6 +560,18 @@ impl fmt::Debug for Poller {
         f.debug_struct("Poller")
             .field("backend", &self.backend())
             .field("uring_wake", &self.uring_wake())
+            .field("parked", &self.shared.state.is_parked())
+            .field("notified", &self.shared.state.is_notified())
+            .field(
+                "pending_wakers",
+                &self
+                    .shared
+                    .wakers()
+                    .iter()
+                    .filter(|s| s.pending.is_set())
+                    .count(),
+            )
+            .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
 }
