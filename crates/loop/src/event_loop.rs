@@ -116,8 +116,9 @@ pub struct Ctx {
     timers: Timers<OnceFn, EveryFn>,
     /// Functors taken from the queue and not yet run.
     backlog: VecDeque<Functor>,
-    /// An empty buffer to swap into the queue when the backlog is not empty.
-    spare: Vec<Functor>,
+    /// A poll has run (and may have consumed a functor wake) since the queue
+    /// was last taken.
+    queue_unseen: bool,
     /// The repeating timer whose callback is running, and whether it was
     /// cancelled meanwhile.
     running_timer: Option<(TimerId, bool)>,
@@ -180,7 +181,7 @@ impl EventLoop {
                 free: Vec::new(),
                 timers: Timers::new(),
                 backlog: VecDeque::new(),
-                spare: Vec::new(),
+                queue_unseen: true,
                 running_timer: None,
                 current_source: None,
                 quit: false,
@@ -537,10 +538,11 @@ impl Ctx {
     /// One iteration: wait, I/O callbacks, functors, timers.
     fn iterate(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.iterations += 1;
-        // Before deciding whether the wait may block, look at the queue: the
-        // wake of a functor queued there may have been consumed by an earlier
-        // poll, in an iteration whose backlog was too long to take it.
-        if self.backlog.is_empty() {
+        // Before deciding whether the wait may block, look at the queue if a
+        // poll has run since it was last taken: that poll may have consumed
+        // the wake of a functor queued there, in an iteration whose backlog
+        // was too long to take it (or whose I/O callback panicked).
+        if self.queue_unseen && self.backlog.is_empty() {
             self.take_queue();
         }
         let mut wait = timeout;
@@ -555,6 +557,7 @@ impl Ctx {
             .take()
             .unwrap_or_else(|| Events::with_capacity(EVENTS));
         let polled = self.poller.poll(&mut events, wait);
+        self.queue_unseen = true;
         let result = polled.map(|_| {
             for ev in &events {
                 if ev.token() != WAKE {
@@ -646,18 +649,10 @@ impl Ctx {
         }
     }
 
-    /// Moves everything queued to the end of the backlog. The lock is held
-    /// for a swap, never for a copy.
+    /// Moves everything queued to the end of the backlog.
     fn take_queue(&mut self) {
-        if self.backlog.is_empty() {
-            // Both conversions keep the buffer: no copy, no allocation.
-            let spare = Vec::from(std::mem::take(&mut self.backlog));
-            self.backlog = VecDeque::from(self.shared.queue.take_all(spare));
-        } else {
-            let mut taken = self.shared.queue.take_all(std::mem::take(&mut self.spare));
-            self.backlog.extend(taken.drain(..));
-            self.spare = taken;
-        }
+        self.queue_unseen = false;
+        self.shared.queue.drain_into(&mut self.backlog);
     }
 
     fn run_timers(&mut self) {

@@ -62,12 +62,10 @@ impl<T> Queue<T> {
         }
     }
 
-    /// Takes every queued item, leaving `spare` (empty, but with its
-    /// capacity) in their place: the lock is held for a swap, not a copy,
-    /// so producers are never held up by a long drain.
-    pub(crate) fn take_all(&self, spare: Vec<T>) -> Vec<T> {
-        debug_assert!(spare.is_empty(), "the spare must be empty");
-        std::mem::replace(&mut self.lock().items, spare)
+    /// Moves every queued item to the end of `out`.
+    pub(crate) fn drain_into(&self, out: &mut std::collections::VecDeque<T>) {
+        let mut q = self.lock();
+        out.extend(q.items.drain(..));
     }
 
     /// The number of items queued now.
@@ -143,16 +141,16 @@ mod loom_models {
                     })
                 })
                 .collect();
-            // The loop: take the queue, then park only if it was empty.
+            // The loop: drain, then park only if the drain found nothing.
             let mut got = VecDeque::new();
             let mut drains = 0;
             while got.len() < 3 {
-                let taken = q.take_all(Vec::new());
+                let before = got.len();
+                q.drain_into(&mut got);
                 drains += 1;
-                if taken.is_empty() {
+                if got.len() == before {
                     wake.wait();
                 }
-                got.extend(taken);
             }
             for p in producers {
                 p.join().unwrap();
@@ -167,6 +165,8 @@ mod loom_models {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+
     use super::*;
 
     #[test]
@@ -174,8 +174,9 @@ mod tests {
         let q = Queue::new();
         assert_eq!(q.push(1), Pushed::Wake);
         assert_eq!(q.push(2), Pushed::Queued);
-        let spare = Vec::with_capacity(8);
-        assert_eq!(q.take_all(spare), [1, 2]);
+        let mut out = VecDeque::new();
+        q.drain_into(&mut out);
+        assert_eq!(out, [1, 2]);
         assert_eq!(q.push(3), Pushed::Wake);
         assert_eq!(q.close(), vec![3]);
         assert_eq!(q.push(4), Pushed::Closed(4));
