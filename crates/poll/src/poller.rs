@@ -67,6 +67,11 @@ pub enum Backend {
 /// | io_uring, `MsgRing` | 2.74 µs, 1.07 wake syscalls | 64.9 µs, 2.00 wake syscalls |
 /// | mio `Poll` + `Waker` | 3.68 µs, 2 writes | 63.4 µs, 2 writes |
 ///
+/// These are one run's medians. Between runs on this machine the io_uring
+/// rows on one CPU ranged from 0.96× to 1.21× the epoll row, so neither
+/// backend is reliably faster there; across CPUs all paths are within noise
+/// of each other and of mio.
+///
 /// Wake syscalls are per round trip (two wakes), from [`Stats`]: each wake
 /// costs at most one, and on one CPU often none, because the woken side has
 /// not parked yet. By `perf stat`, a whole round trip costs about 3 system
