@@ -133,22 +133,26 @@ pub const OUT_ENV: &str = "ROUSE_BENCH_OUT";
 ///
 /// If the file cannot be written: the report would be missing its counts.
 pub fn record(id: &str, counts: Counts) {
+    let line = format!(
+        "{id}\t{}\t{}\t{}",
+        counts.ops, counts.wakes, counts.wake_syscalls
+    );
+    append("counters.tsv", &line);
+}
+
+/// Appends one line to `$ROUSE_BENCH_OUT/FILE`, if the variable is set.
+fn append(file: &str, line: &str) {
     let Some(dir) = std::env::var_os(OUT_ENV) else {
         return;
     };
     let _ = std::fs::create_dir_all(&dir);
-    let path = std::path::Path::new(&dir).join("counters.tsv");
-    let mut file = std::fs::OpenOptions::new()
+    let path = std::path::Path::new(&dir).join(file);
+    std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&path)
-        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
-    writeln!(
-        file,
-        "{id}\t{}\t{}\t{}",
-        counts.ops, counts.wakes, counts.wake_syscalls
-    )
-    .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        .and_then(|mut f| writeln!(f, "{line}"))
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
 }
 
 /// Raises the soft limit on open files to the hard limit, for the
@@ -172,18 +176,10 @@ pub fn raise_fd_limit() -> std::io::Result<u64> {
 ///
 /// If the file cannot be written.
 pub fn record_skip(id: &str, why: &str) {
-    let Some(dir) = std::env::var_os(OUT_ENV) else {
-        return;
-    };
-    let _ = std::fs::create_dir_all(&dir);
-    let path = std::path::Path::new(&dir).join("skipped.tsv");
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
-    writeln!(file, "{id}\t{}", why.replace(['\t', '\n'], " "))
-        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    append(
+        "skipped.tsv",
+        &format!("{id}\t{}", why.replace(['\t', '\n'], " ")),
+    );
 }
 
 /// The CPUs this process may run on.
