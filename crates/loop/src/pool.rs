@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -16,6 +17,12 @@ type Job = Box<dyn FnOnce() + Send>;
 /// functor queue, so a burst of them costs one wake, not one per job; the
 /// pool can be shared between threads (`Sync`), and dropping it finishes the
 /// jobs already queued, then joins the workers.
+///
+/// A job that panics does not take its worker with it: the panic is caught
+/// on the worker and resumed on the loop thread, where it unwinds out of
+/// [`run`](crate::EventLoop::run) like a panic in any callback (its
+/// `on_done` is dropped). A worker is woken only when one is idle, so a
+/// burst of spawns onto busy workers makes no system call either.
 ///
 /// # Examples
 ///
@@ -45,6 +52,8 @@ struct PoolShared {
 struct Jobs {
     queue: VecDeque<Job>,
     stopping: bool,
+    /// Workers waiting on `ready`.
+    idle: usize,
 }
 
 impl WorkerPool {
@@ -59,6 +68,7 @@ impl WorkerPool {
             jobs: Mutex::new(Jobs {
                 queue: VecDeque::new(),
                 stopping: false,
+                idle: 0,
             }),
             ready: Condvar::new(),
         });
@@ -96,12 +106,20 @@ impl WorkerPool {
         }
         let handle = self.handle.clone();
         let job: Job = Box::new(move || {
-            let result = work();
             // The loop may be gone by now; then the completion is dropped.
-            let _ = handle.queue_in_loop(move |cx: &mut Ctx| on_done(result, cx));
+            let _ = match catch_unwind(AssertUnwindSafe(work)) {
+                Ok(result) => handle.queue_in_loop(move |cx: &mut Ctx| on_done(result, cx)),
+                Err(panic) => handle.queue_in_loop(move |_: &mut Ctx| resume_unwind(panic)),
+            };
         });
-        self.shared.lock().queue.push_back(job);
-        self.shared.ready.notify_one();
+        let idle = {
+            let mut jobs = self.shared.lock();
+            jobs.queue.push_back(job);
+            jobs.idle > 0
+        };
+        if idle {
+            self.shared.ready.notify_one();
+        }
         Ok(())
     }
 
@@ -128,7 +146,9 @@ impl PoolShared {
                     if jobs.stopping {
                         return;
                     }
+                    jobs.idle += 1;
                     jobs = self.ready.wait(jobs).unwrap_or_else(|e| e.into_inner());
+                    jobs.idle -= 1;
                 }
             };
             job();
@@ -141,7 +161,7 @@ impl Drop for WorkerPool {
         self.shared.lock().stopping = true;
         self.shared.ready.notify_all();
         for t in self.threads.drain(..) {
-            // A worker that panicked in a job has already reported it.
+            // Jobs' panics are caught, so a worker ends only by `stopping`.
             let _ = t.join();
         }
     }

@@ -546,6 +546,30 @@ fn a_panic_in_a_callback_reaches_run_and_the_loop_carries_on() {
 }
 
 #[test]
+fn a_panicking_job_unwinds_out_of_run_and_its_worker_keeps_working() {
+    let mut lp = new_loop();
+    let pool = WorkerPool::new(&lp.handle(), 1).unwrap();
+    pool.spawn(
+        || -> u32 { panic!("job failed") },
+        |_, _: &mut Ctx| unreachable!("on_done of a panicked job"),
+    )
+    .unwrap();
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lp.run()))
+        .expect_err("the job's panic reaches the loop thread");
+    assert_eq!(err.downcast_ref::<&str>(), Some(&"job failed"));
+    // The one worker survived: a later job completes.
+    pool.spawn(
+        || 7u32,
+        |n, cx: &mut Ctx| {
+            assert_eq!(n, 7);
+            cx.quit();
+        },
+    )
+    .unwrap();
+    lp.run().unwrap();
+}
+
+#[test]
 fn worker_pool_completions_arrive_once_each_on_the_loop_thread() {
     const JOBS: usize = 10_000;
     let mut lp = new_loop();
