@@ -564,7 +564,7 @@ pub(crate) fn bench(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
             crit.push(f.clone());
         }
         {
-            let _out = sh.push_env(rouse_out_env(), &out);
+            let _out = sh.push_env(OUT_ENV, &out);
             cmd!(
                 sh,
                 "cargo bench --locked -p rouse-benches --bench compare -- {crit...}"
@@ -595,7 +595,7 @@ pub(crate) fn bench(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
     };
     let (report, table, checks) = report(&m, &machine, &command, count);
     std::fs::write(out.join("report.md"), &report)?;
-    std::fs::write(out.join("report.svg"), svg(&m, &checks))?;
+    std::fs::write(out.join("report.svg"), svg(&checks))?;
     println!("\n{report}");
     eprintln!(
         "xtask: wrote {} and {}",
@@ -613,9 +613,8 @@ pub(crate) fn bench(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rouse_out_env() -> &'static str {
-    "ROUSE_BENCH_OUT"
-}
+/// Where the bench process writes its counters (`rouse_benches::OUT_ENV`).
+const OUT_ENV: &str = "ROUSE_BENCH_OUT";
 
 fn read_medians(dir: &Path, since: std::time::SystemTime, m: &mut Measured) -> anyhow::Result<()> {
     for r in ROWS {
@@ -969,7 +968,7 @@ fn report(
 
 /// A bar per target: the measured value as a fraction of its limit, so
 /// every bar that ends left of the line is met.
-fn svg(_m: &Measured, checks: &[CheckResult]) -> String {
+fn svg(checks: &[CheckResult]) -> String {
     let rows: Vec<&CheckResult> = checks.iter().filter(|c| c.value.is_some()).collect();
     let (w, left, bar_h, gap, top) = (900.0, 380.0, 16.0, 6.0, 40.0);
     let h = top + rows.len() as f64 * (bar_h + gap) + 30.0;

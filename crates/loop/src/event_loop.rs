@@ -117,7 +117,7 @@ pub struct Ctx {
     /// Functors taken from the queue and not yet run.
     backlog: VecDeque<Functor>,
     /// A poll has run (and may have consumed a functor wake) since the queue
-    /// was last taken.
+    /// was last taken: set only between a poll and its functor phase.
     queue_unseen: bool,
     /// The repeating timer whose callback is running, and whether it was
     /// cancelled meanwhile.
@@ -531,18 +531,19 @@ impl Ctx {
     }
 
     fn take_quit(&mut self) -> bool {
-        let remote = self.shared.quit.swap(false, Ordering::Acquire);
+        // A load first: no write to the shared line on every iteration.
+        let remote = self.shared.quit.load(Ordering::Relaxed)
+            && self.shared.quit.swap(false, Ordering::Acquire);
         std::mem::take(&mut self.quit) | remote
     }
 
     /// One iteration: wait, I/O callbacks, functors, timers.
     fn iterate(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.iterations += 1;
-        // Before deciding whether the wait may block, look at the queue if a
-        // poll has run since it was last taken: that poll may have consumed
-        // the wake of a functor queued there, in an iteration whose backlog
-        // was too long to take it (or whose I/O callback panicked).
-        if self.queue_unseen && self.backlog.is_empty() {
+        // Every functor phase takes the queue after the poll that consumed
+        // its wake; only an I/O callback that panicked can have skipped that
+        // phase. Take it then, before deciding whether the wait may block.
+        if self.queue_unseen {
             self.take_queue();
         }
         let mut wait = timeout;
@@ -638,9 +639,9 @@ impl Ctx {
     }
 
     fn run_functors(&mut self) {
-        if self.backlog.len() < FUNCTOR_BATCH {
-            self.take_queue();
-        }
+        // Always: this iteration's poll may have consumed the wake of what
+        // is queued, so it must not wait behind a long backlog.
+        self.take_queue();
         for _ in 0..FUNCTOR_BATCH {
             let Some(f) = self.backlog.pop_front() else {
                 break;

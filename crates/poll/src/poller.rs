@@ -76,8 +76,8 @@ pub enum Backend {
 /// costs at most one, and on one CPU often none, because the woken side has
 /// not parked yet. By `perf stat`, a whole round trip costs about 3 system
 /// calls on either path (the waits included). The two paths measure the
-/// same within noise, so `EventFd`, which needs no ring per waking thread,
-/// is the default.
+/// same within noise, so `EventFd`, which needs no ring per waker, is the
+/// default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum UringWake {
     /// An eventfd (or pipe, under `ROUSE_FORCE_PIPE=1`) polled by the ring.
@@ -571,7 +571,9 @@ impl fmt::Debug for Poller {
                 "pending_wakers",
                 &self
                     .shared
-                    .wakers()
+                    .wakers
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
                     .iter()
                     .filter(|s| s.pending.is_set())
                     .count(),
