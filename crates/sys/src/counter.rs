@@ -94,6 +94,26 @@ impl<T> Outcome<T> {
             Err(e) => Err(e),
         }
     }
+
+    /// Maps the value of `Done`, leaving the other outcomes as they are.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rouse_sys::counter::Outcome;
+    ///
+    /// // A raw write(2) returns a byte count; the model's write returns ().
+    /// assert_eq!(Outcome::Done(8usize).map(drop), Outcome::Done(()));
+    /// assert_eq!(Outcome::<usize>::WouldBlock.map(drop), Outcome::WouldBlock);
+    /// ```
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
+        match self {
+            Outcome::Done(v) => Outcome::Done(f(v)),
+            Outcome::WouldBlock => Outcome::WouldBlock,
+            Outcome::InvalidInput => Outcome::InvalidInput,
+            Outcome::Blocks => Outcome::Blocks,
+        }
+    }
 }
 
 /// One eventfd object, as user space sees it.

@@ -72,8 +72,12 @@ impl EventFd {
     ///
     /// # Errors
     ///
-    /// Returns the OS error if `eventfd2(2)` fails: `EMFILE` or `ENFILE` when
-    /// descriptors run out, `ENOSYS` where the kernel has no eventfd.
+    /// * Flag bits other than the three defined ones (possible only through
+    ///   [`EventFdFlags::from_bits_retain`]) fail with
+    ///   [`io::ErrorKind::InvalidInput`], as the kernel's `EINVAL` would,
+    ///   but with the unknown bits named and without a system call.
+    /// * Otherwise the OS error of `eventfd2(2)`: `EMFILE` or `ENFILE` when
+    ///   descriptors run out, `ENOSYS` where the kernel has no eventfd.
     ///
     /// # Examples
     ///
@@ -88,6 +92,15 @@ impl EventFd {
     /// ```
     #[doc(alias = "eventfd2")]
     pub fn new(initval: u32, flags: EventFdFlags) -> io::Result<EventFd> {
+        let unknown = flags.bits() & !EventFdFlags::all().bits();
+        if unknown != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "eventfd: unknown flag bits {unknown:#x} (the kernel knows only EFD_CLOEXEC, EFD_NONBLOCK and EFD_SEMAPHORE)"
+                ),
+            ));
+        }
         let fd = rustix::event::eventfd(initval, EventfdFlags::from_bits_retain(flags.bits()))?;
         Ok(EventFd { fd })
     }

@@ -115,6 +115,88 @@ fn blocking_read_at_zero_waits_for_a_write_from_another_thread() {
 }
 
 #[test]
+fn a_write_of_zero_does_not_release_a_blocked_read() {
+    for mode in MODES {
+        let fd = blocking(0, mode);
+        let (tx, rx) = mpsc::channel();
+        let reader = {
+            let fd = Arc::clone(&fd);
+            std::thread::spawn(move || tx.send(fd.read().unwrap()).unwrap())
+        };
+        assert!(
+            rx.recv_timeout(BLOCKED_WINDOW).is_err(),
+            "read at 0 returned"
+        );
+        fd.write(0).unwrap();
+        assert!(
+            rx.recv_timeout(BLOCKED_WINDOW).is_err(),
+            "write(0) released a read, {mode:?}"
+        );
+        fd.write(1).unwrap();
+        assert_eq!(rx.recv().unwrap(), 1);
+        reader.join().unwrap();
+    }
+}
+
+#[test]
+fn each_write_releases_one_of_several_blocked_readers_with_the_whole_count() {
+    const READERS: usize = 3;
+    let fd = blocking(0, EventFdFlags::empty());
+    let (tx, rx) = mpsc::channel();
+    let readers: Vec<_> = (0..READERS)
+        .map(|_| {
+            let (fd, tx) = (Arc::clone(&fd), tx.clone());
+            std::thread::spawn(move || tx.send(fd.read().unwrap()).unwrap())
+        })
+        .collect();
+    assert!(
+        rx.recv_timeout(BLOCKED_WINDOW).is_err(),
+        "a read at 0 returned"
+    );
+    for (i, n) in [5u64, 7, 11].into_iter().enumerate() {
+        fd.write(n).unwrap();
+        // One reader takes the whole count; the others keep sleeping.
+        assert_eq!(rx.recv().unwrap(), n, "write {i}");
+        assert!(
+            rx.recv_timeout(BLOCKED_WINDOW).is_err(),
+            "write {i} released a second reader"
+        );
+        assert_eq!(fdinfo_count(&*fd), 0);
+    }
+    readers.into_iter().for_each(|r| r.join().unwrap());
+}
+
+#[test]
+fn each_unit_of_a_semaphore_releases_one_blocked_reader() {
+    const READERS: usize = 4;
+    let fd = blocking(0, EventFdFlags::SEMAPHORE);
+    let (tx, rx) = mpsc::channel();
+    let readers: Vec<_> = (0..READERS)
+        .map(|_| {
+            let (fd, tx) = (Arc::clone(&fd), tx.clone());
+            std::thread::spawn(move || tx.send(fd.read().unwrap()).unwrap())
+        })
+        .collect();
+    assert!(
+        rx.recv_timeout(BLOCKED_WINDOW).is_err(),
+        "a read at 0 returned"
+    );
+    // Three units release exactly three readers, with 1 each.
+    fd.write(3).unwrap();
+    for _ in 0..3 {
+        assert_eq!(rx.recv().unwrap(), 1);
+    }
+    assert!(
+        rx.recv_timeout(BLOCKED_WINDOW).is_err(),
+        "three units released a fourth reader"
+    );
+    assert_eq!(fdinfo_count(&*fd), 0);
+    fd.write(1).unwrap();
+    assert_eq!(rx.recv().unwrap(), 1);
+    readers.into_iter().for_each(|r| r.join().unwrap());
+}
+
+#[test]
 fn writing_up_to_the_ceiling_succeeds_and_past_it_would_block() {
     for mode in MODES {
         let fd = nonblocking(0, mode);
