@@ -55,6 +55,19 @@ pub const OVERFLOW: u64 = u64::MAX;
 pub const VALID_RAW_FLAGS: u32 = 0x1 | 0o4000 | 0o2000000;
 
 /// The result of one operation on the counter.
+///
+/// # Examples
+///
+/// ```
+/// use rouse_sys::counter::{Model, Outcome, MAX};
+/// use rouse_sys::EventFdFlags;
+///
+/// let mut blocking = Model::new(0, EventFdFlags::empty());
+/// assert_eq!(blocking.read(), Outcome::Blocks);
+/// assert_eq!(blocking.read_buf(8, true), Outcome::WouldBlock); // RWF_NOWAIT
+/// assert_eq!(blocking.read_buf(4, false), Outcome::InvalidInput);
+/// assert_eq!(blocking.write(MAX), Outcome::Done(()));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Outcome<T> {
     /// The operation took effect (`Ok`).
@@ -119,6 +132,26 @@ impl<T> Outcome<T> {
 /// One eventfd object, as user space sees it.
 ///
 /// See the [module documentation](self) for the rules it follows.
+///
+/// # Examples
+///
+/// Hold a real eventfd against the model, one operation at a time:
+///
+/// ```
+/// use rouse_sys::counter::{Model, Outcome, MAX};
+/// use rouse_sys::{EventFd, EventFdFlags};
+///
+/// let flags = EventFdFlags::NONBLOCK | EventFdFlags::SEMAPHORE;
+/// let fd = EventFd::new(1, flags)?;
+/// let mut model = Model::new(1, flags);
+/// for n in [MAX - 1, 1, u64::MAX, 0] {
+///     assert_eq!(Outcome::from_result(fd.write(n))?, model.write(n));
+/// }
+/// assert_eq!(model.count(), MAX);
+/// assert!(model.readable() && !model.writable());
+/// assert_eq!(Outcome::from_result(fd.read())?, model.read());
+/// # std::io::Result::Ok(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Model {
     count: u64,

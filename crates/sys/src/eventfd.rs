@@ -13,6 +13,23 @@ bitflags::bitflags! {
     /// Flags for [`EventFd::new`].
     ///
     /// Each has the value of the kernel's `EFD_*` constant.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rouse_sys::{EventFd, EventFdFlags};
+    ///
+    /// // A non-blocking semaphore, closed across exec.
+    /// let flags = EventFdFlags::CLOEXEC | EventFdFlags::NONBLOCK | EventFdFlags::SEMAPHORE;
+    /// let fd = EventFd::new(2, flags)?;
+    /// assert_eq!((fd.read()?, fd.read()?), (1, 1));
+    ///
+    /// // Bits the kernel does not know are refused before any system call.
+    /// let unknown = EventFdFlags::from_bits_retain(0x2);
+    /// let err = EventFd::new(0, unknown).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    /// # std::io::Result::Ok(())
+    /// ```
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
     pub struct EventFdFlags: u32 {
         /// `EFD_CLOEXEC`: close the descriptor across `execve(2)`.
@@ -225,6 +242,23 @@ impl fmt::Debug for EventFd {
 
 /// The error of [`EventFd::from_owned`]: why the descriptor was refused, and
 /// the descriptor itself, returned unclosed.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{ErrorKind, Read, Write};
+/// use rouse_sys::EventFd;
+///
+/// let (r, mut w) = std::io::pipe()?;
+/// let (reason, fd) = EventFd::from_owned(r.into()).unwrap_err().into_parts();
+/// assert_eq!(reason.kind(), ErrorKind::InvalidInput);
+/// // The refused descriptor still works.
+/// w.write_all(b"x")?;
+/// let mut byte = [0; 1];
+/// std::fs::File::from(fd).read_exact(&mut byte)?;
+/// assert_eq!(&byte, b"x");
+/// # std::io::Result::Ok(())
+/// ```
 pub struct AdoptError {
     error: io::Error,
     fd: OwnedFd,

@@ -9,6 +9,20 @@ use rustix::io::Errno;
 use crate::{EventFd, EventFdFlags, Pipe};
 
 /// Which mechanism a [`WakeFd`] uses.
+///
+/// # Examples
+///
+/// ```
+/// use rouse_sys::{WakeFd, WakeKind};
+///
+/// let w = WakeFd::new()?;
+/// match w.kind() {
+///     WakeKind::EventFd => println!("one descriptor, an eventfd"),
+///     WakeKind::Pipe => println!("the pipe fallback"),
+/// }
+/// assert_eq!(WakeFd::with_kind(WakeKind::Pipe)?.kind(), WakeKind::Pipe);
+/// # std::io::Result::Ok(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WakeKind {
     /// A non-blocking, close-on-exec `eventfd(2)`: one descriptor, and a
