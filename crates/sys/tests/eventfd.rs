@@ -89,27 +89,53 @@ fn reading_zero_without_blocking_is_would_block() {
     }
 }
 
+/// Readers blocked on `fd`: `n` threads, each sending what its `read`
+/// returned, checked to be still blocked after [`BLOCKED_WINDOW`].
+struct BlockedReaders {
+    values: mpsc::Receiver<u64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl BlockedReaders {
+    fn start(fd: &Arc<EventFd>, n: usize) -> BlockedReaders {
+        let (tx, values) = mpsc::channel();
+        let threads = (0..n)
+            .map(|_| {
+                let (fd, tx) = (Arc::clone(fd), tx.clone());
+                std::thread::spawn(move || tx.send(fd.read().unwrap()).unwrap())
+            })
+            .collect();
+        let readers = BlockedReaders { values, threads };
+        readers.assert_still_blocked("a read at 0 returned");
+        readers
+    }
+
+    fn next(&self) -> u64 {
+        self.values.recv().unwrap()
+    }
+
+    fn assert_still_blocked(&self, what: &str) {
+        assert!(self.values.recv_timeout(BLOCKED_WINDOW).is_err(), "{what}");
+    }
+
+    fn join(self) {
+        self.threads.into_iter().for_each(|t| t.join().unwrap());
+    }
+}
+
 #[test]
 fn blocking_read_at_zero_waits_for_a_write_from_another_thread() {
     for mode in MODES {
         let fd = blocking(0, mode);
-        let (tx, rx) = mpsc::channel();
-        let reader = {
-            let fd = Arc::clone(&fd);
-            std::thread::spawn(move || tx.send(fd.read().unwrap()).unwrap())
-        };
-        assert!(
-            rx.recv_timeout(BLOCKED_WINDOW).is_err(),
-            "read at 0 returned"
-        );
+        let reader = BlockedReaders::start(&fd, 1);
         fd.write(3).unwrap();
         let expected = if mode.contains(EventFdFlags::SEMAPHORE) {
             1
         } else {
             3
         };
-        assert_eq!(rx.recv().unwrap(), expected, "{mode:?}");
-        reader.join().unwrap();
+        assert_eq!(reader.next(), expected, "{mode:?}");
+        reader.join();
         assert_eq!(fdinfo_count(&*fd), 3 - expected);
     }
 }
@@ -118,82 +144,44 @@ fn blocking_read_at_zero_waits_for_a_write_from_another_thread() {
 fn a_write_of_zero_does_not_release_a_blocked_read() {
     for mode in MODES {
         let fd = blocking(0, mode);
-        let (tx, rx) = mpsc::channel();
-        let reader = {
-            let fd = Arc::clone(&fd);
-            std::thread::spawn(move || tx.send(fd.read().unwrap()).unwrap())
-        };
-        assert!(
-            rx.recv_timeout(BLOCKED_WINDOW).is_err(),
-            "read at 0 returned"
-        );
+        let reader = BlockedReaders::start(&fd, 1);
         fd.write(0).unwrap();
-        assert!(
-            rx.recv_timeout(BLOCKED_WINDOW).is_err(),
-            "write(0) released a read, {mode:?}"
-        );
+        reader.assert_still_blocked(&format!("write(0) released a read, {mode:?}"));
         fd.write(1).unwrap();
-        assert_eq!(rx.recv().unwrap(), 1);
-        reader.join().unwrap();
+        assert_eq!(reader.next(), 1);
+        reader.join();
     }
 }
 
 #[test]
 fn each_write_releases_one_of_several_blocked_readers_with_the_whole_count() {
-    const READERS: usize = 3;
     let fd = blocking(0, EventFdFlags::empty());
-    let (tx, rx) = mpsc::channel();
-    let readers: Vec<_> = (0..READERS)
-        .map(|_| {
-            let (fd, tx) = (Arc::clone(&fd), tx.clone());
-            std::thread::spawn(move || tx.send(fd.read().unwrap()).unwrap())
-        })
-        .collect();
-    assert!(
-        rx.recv_timeout(BLOCKED_WINDOW).is_err(),
-        "a read at 0 returned"
-    );
-    for (i, n) in [5u64, 7, 11].into_iter().enumerate() {
+    let writes = [5u64, 7, 11];
+    let readers = BlockedReaders::start(&fd, writes.len());
+    for n in writes {
         fd.write(n).unwrap();
         // One reader takes the whole count; the others keep sleeping.
-        assert_eq!(rx.recv().unwrap(), n, "write {i}");
-        assert!(
-            rx.recv_timeout(BLOCKED_WINDOW).is_err(),
-            "write {i} released a second reader"
-        );
+        assert_eq!(readers.next(), n);
+        readers.assert_still_blocked(&format!("write({n}) released a second reader"));
         assert_eq!(fdinfo_count(&*fd), 0);
     }
-    readers.into_iter().for_each(|r| r.join().unwrap());
+    readers.join();
 }
 
 #[test]
 fn each_unit_of_a_semaphore_releases_one_blocked_reader() {
-    const READERS: usize = 4;
     let fd = blocking(0, EventFdFlags::SEMAPHORE);
-    let (tx, rx) = mpsc::channel();
-    let readers: Vec<_> = (0..READERS)
-        .map(|_| {
-            let (fd, tx) = (Arc::clone(&fd), tx.clone());
-            std::thread::spawn(move || tx.send(fd.read().unwrap()).unwrap())
-        })
-        .collect();
-    assert!(
-        rx.recv_timeout(BLOCKED_WINDOW).is_err(),
-        "a read at 0 returned"
-    );
+    let readers = BlockedReaders::start(&fd, 4);
     // Three units release exactly three readers, with 1 each.
     fd.write(3).unwrap();
     for _ in 0..3 {
-        assert_eq!(rx.recv().unwrap(), 1);
+        assert_eq!(readers.next(), 1);
     }
-    assert!(
-        rx.recv_timeout(BLOCKED_WINDOW).is_err(),
-        "three units released a fourth reader"
-    );
+    readers.assert_still_blocked("three units released a fourth reader");
     assert_eq!(fdinfo_count(&*fd), 0);
     fd.write(1).unwrap();
-    assert_eq!(rx.recv().unwrap(), 1);
-    readers.into_iter().for_each(|r| r.join().unwrap());
+    assert_eq!(readers.next(), 1);
+    readers.join();
 }
 
 #[test]
