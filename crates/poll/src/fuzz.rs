@@ -4,22 +4,9 @@
 //!
 //! Enabled by the `fuzzing` feature; not part of the stable API.
 
+use rouse_sys::fuzz::Bytes;
+
 use crate::state::{Notify, Pending, WakeState};
-
-/// Reads the fuzzer's bytes as choices; an exhausted stream reads as zeros.
-struct Bytes<'a>(&'a [u8]);
-
-impl Bytes<'_> {
-    fn u8(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((&b, rest)) => {
-                self.0 = rest;
-                b
-            }
-            None => 0,
-        }
-    }
-}
 
 /// Where a waker is in one `wake()`: mark its slot, notify, make the
 /// system call.
@@ -83,7 +70,7 @@ pub struct Run {
 /// closes). Once the bytes run out, the remaining steps run in a fixed
 /// order until everything settles.
 pub fn wake_protocol(data: &[u8]) -> Run {
-    let mut b = Bytes(data);
+    let mut b = Bytes::new(data);
     let shape = b.u8();
     let state = WakeState::new();
     let slots = [Pending::new(), Pending::new()];
@@ -111,7 +98,7 @@ pub fn wake_protocol(data: &[u8]) -> Run {
         if wakers_done && (poller_stuck || closed) {
             break;
         }
-        let choice = if b.0.is_empty() {
+        let choice = if b.is_empty() {
             // Settle: wakers first, then the poller.
             match wakers.iter().position(|w| w.wakes_left > 0) {
                 Some(i) => i as u8 + 1,
@@ -234,21 +221,10 @@ mod tests {
 
     #[test]
     fn the_wake_protocol_corpus_replays_clean() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
-        let mut n = 0;
-        for dir in ["corpus", "artifacts"] {
-            let Ok(entries) = std::fs::read_dir(root.join(dir).join("wake_protocol")) else {
-                continue;
-            };
-            for entry in entries {
-                let path = entry.unwrap().path();
-                let data = std::fs::read(&path).unwrap();
-                let outcome = std::panic::catch_unwind(|| wake_protocol(&data));
-                assert!(outcome.is_ok(), "{} fails", path.display());
-                n += 1;
-            }
-        }
-        assert!(n > 0, "no wake_protocol corpus under {}", root.display());
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        rouse_sys::fuzz::replay(&root, "wake_protocol", |data| {
+            wake_protocol(data);
+        });
     }
 
     #[test]

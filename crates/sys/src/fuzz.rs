@@ -15,10 +15,16 @@ use crate::{EventFd, EventFdFlags, WakeFd, WakeKind};
 
 /// Reads the fuzzer's bytes as a stream of choices; an exhausted stream
 /// reads as zeros.
-struct Bytes<'a>(&'a [u8]);
+pub struct Bytes<'a>(&'a [u8]);
 
-impl Bytes<'_> {
-    fn u8(&mut self) -> u8 {
+impl<'a> Bytes<'a> {
+    /// Reads `data` from its start.
+    pub fn new(data: &'a [u8]) -> Bytes<'a> {
+        Bytes(data)
+    }
+
+    /// The next byte, or 0 once the data is used up.
+    pub fn u8(&mut self) -> u8 {
         match self.0.split_first() {
             Some((&b, rest)) => {
                 self.0 = rest;
@@ -28,11 +34,13 @@ impl Bytes<'_> {
         }
     }
 
-    fn u64(&mut self) -> u64 {
+    /// The next 8 bytes, big-endian.
+    pub fn u64(&mut self) -> u64 {
         (0..8).fold(0, |v, _| v << 8 | u64::from(self.u8()))
     }
 
-    fn is_empty(&self) -> bool {
+    /// Whether the data is used up.
+    pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
@@ -203,6 +211,36 @@ fn saturate(fd: &WakeFd) -> io::Result<()> {
     }
 }
 
+/// Runs `check` on every file of `fuzz/corpus/<target>` and of
+/// `fuzz/artifacts/<target>` (the findings kept as regressions) under the
+/// workspace root `root`, and returns how many it ran.
+///
+/// # Panics
+///
+/// Names the first file that `check` panics on, and panics when there is no
+/// file at all, so that a moved corpus cannot pass as an empty one.
+pub fn replay(root: &std::path::Path, target: &str, check: fn(&[u8])) -> usize {
+    let fuzz = root.join("fuzz");
+    let mut n = 0;
+    for dir in [
+        fuzz.join("corpus").join(target),
+        fuzz.join("artifacts").join(target),
+    ] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.expect("a readable corpus directory").path();
+            let data = std::fs::read(&path).expect("a readable corpus file");
+            let outcome = std::panic::catch_unwind(|| check(&data));
+            assert!(outcome.is_ok(), "{} fails", path.display());
+            n += 1;
+        }
+    }
+    assert!(n > 0, "no corpus for {target} under {}", fuzz.display());
+    n
+}
+
 #[cfg(test)]
 mod tests {
     //! Replays every file of the committed corpora (`fuzz/corpus/counter`,
@@ -212,24 +250,11 @@ mod tests {
     use std::path::Path;
 
     fn replay(target: &str, check: fn(&[u8])) {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
-        let mut n = 0;
-        for dir in [
-            root.join("corpus").join(target),
-            root.join("artifacts").join(target),
-        ] {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries {
-                let path = entry.unwrap().path();
-                let data = std::fs::read(&path).unwrap();
-                let outcome = std::panic::catch_unwind(|| check(&data));
-                assert!(outcome.is_ok(), "{} fails", path.display());
-                n += 1;
-            }
-        }
-        assert!(n > 0, "no corpus for {target} under {}", root.display());
+        super::replay(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."),
+            target,
+            check,
+        );
     }
 
     #[test]
