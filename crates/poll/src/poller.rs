@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
 use std::time::{Duration, Instant};
@@ -376,21 +376,7 @@ impl Poller {
     ///   poller uses;
     /// * other OS errors, e.g. `EPERM` for a regular file on epoll.
     pub fn register(&self, fd: impl AsFd, token: Token, interest: Interest) -> io::Result<()> {
-        let fd = fd.as_fd();
-        check_token(token)?;
-        let mut reg = self.registry();
-        if reg.wakers.contains(&token) {
-            return Err(token_taken(token));
-        }
-        match &self.selector {
-            Selector::Epoll(ep) => ep.register(fd, token, interest)?,
-            Selector::Uring(ring) => {
-                ring.register(fd, token, interest)?;
-                self.interrupt_wait()?;
-            }
-        }
-        reg.fds.insert(fd.as_raw_fd(), token);
-        Ok(())
+        self.set_interest(fd.as_fd(), token, interest, false)
     }
 
     /// Changes the token and interest of a registered fd.
@@ -402,16 +388,32 @@ impl Poller {
     /// As [`register`](Poller::register), with [`io::ErrorKind::NotFound`]
     /// for an fd that is not registered.
     pub fn reregister(&self, fd: impl AsFd, token: Token, interest: Interest) -> io::Result<()> {
-        let fd = fd.as_fd();
+        self.set_interest(fd.as_fd(), token, interest, true)
+    }
+
+    /// [`register`](Poller::register) (`modify` false) or
+    /// [`reregister`](Poller::reregister) (`modify` true).
+    fn set_interest(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        interest: Interest,
+        modify: bool,
+    ) -> io::Result<()> {
         check_token(token)?;
         let mut reg = self.registry();
         if reg.wakers.contains(&token) {
             return Err(token_taken(token));
         }
-        match &self.selector {
-            Selector::Epoll(ep) => ep.reregister(fd, token, interest)?,
-            Selector::Uring(ring) => {
-                ring.reregister(fd, token, interest)?;
+        match (&self.selector, modify) {
+            (Selector::Epoll(ep), false) => ep.register(fd, token, interest)?,
+            (Selector::Epoll(ep), true) => ep.reregister(fd, token, interest)?,
+            (Selector::Uring(ring), modify) => {
+                if modify {
+                    ring.reregister(fd, token, interest)?;
+                } else {
+                    ring.register(fd, token, interest)?;
+                }
                 self.interrupt_wait()?;
             }
         }
