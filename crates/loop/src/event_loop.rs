@@ -480,9 +480,7 @@ impl Ctx {
         deadline: Instant,
         f: impl FnOnce(&mut Ctx) + Send + 'static,
     ) -> TimerId {
-        let id = self.shared.timer_id();
-        self.insert_once(id, deadline, Box::new(f));
-        id
+        self.timers.insert(deadline, Task::Once(Box::new(f)))
     }
 
     /// Runs `f` after `first`, then every `period`. A timer overdue by more
@@ -494,9 +492,9 @@ impl Ctx {
         period: Duration,
         f: impl FnMut(&mut Ctx) + Send + 'static,
     ) -> TimerId {
-        let id = self.shared.timer_id();
-        self.insert_every(id, Instant::now() + first, period, Box::new(f));
-        id
+        let f: EveryFn = Box::new(f);
+        let task = Task::Every { period, f };
+        self.timers.insert(Instant::now() + first, task)
     }
 
     /// Cancels a timer. Returns whether it was still pending, in which case it
@@ -516,8 +514,9 @@ impl Ctx {
         self.timers.len()
     }
 
+    /// Adds a timer whose id a handle made.
     pub(crate) fn insert_once(&mut self, id: TimerId, deadline: Instant, f: OnceFn) {
-        self.timers.insert(id, deadline, Task::Once(f));
+        self.timers.insert_remote(id, deadline, Task::Once(f));
     }
 
     pub(crate) fn insert_every(
@@ -527,7 +526,8 @@ impl Ctx {
         period: Duration,
         f: EveryFn,
     ) {
-        self.timers.insert(id, deadline, Task::Every { period, f });
+        self.timers
+            .insert_remote(id, deadline, Task::Every { period, f });
     }
 
     fn take_quit(&mut self) -> bool {
@@ -671,6 +671,7 @@ impl Ctx {
         while let Some((id, deadline, task)) = due.next() {
             match task {
                 Task::Once(f) => {
+                    self.timers.finish(id);
                     if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(self))) {
                         self.requeue(due);
                         resume_unwind(payload);
@@ -680,9 +681,11 @@ impl Ctx {
                     self.running_timer = Some((id, false));
                     let outcome = catch_unwind(AssertUnwindSafe(|| f(self)));
                     let (_, cancelled) = self.running_timer.take().expect("set above");
-                    if !cancelled {
+                    if cancelled {
+                        self.timers.finish(id);
+                    } else {
                         let next = next_period(deadline, period, Instant::now());
-                        self.timers.insert(id, next, Task::Every { period, f });
+                        self.timers.reschedule(id, next, Task::Every { period, f });
                     }
                     if let Err(payload) = outcome {
                         self.requeue(due);
@@ -696,7 +699,7 @@ impl Ctx {
     /// Puts timers that were due but not yet run back, after a panic.
     fn requeue(&mut self, due: impl Iterator<Item = (TimerId, Instant, Task<OnceFn, EveryFn>)>) {
         for (id, deadline, task) in due {
-            self.timers.insert(id, deadline, task);
+            self.timers.reschedule(id, deadline, task);
         }
     }
 

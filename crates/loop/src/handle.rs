@@ -52,7 +52,8 @@ impl Shared {
     }
 
     pub(crate) fn timer_id(&self) -> TimerId {
-        TimerId(self.next_timer.fetch_add(1, Ordering::Relaxed))
+        // From 1: the timers take 0 to mean "not made by a handle".
+        TimerId::remote(self.next_timer.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
     /// Whether the loop has been dropped.

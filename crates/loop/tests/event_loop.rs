@@ -308,6 +308,39 @@ fn timers_fire_in_deadline_order_and_never_early() {
 }
 
 #[test]
+fn timers_several_buckets_away_fire_in_order_and_never_early() {
+    // Timers further out than about 67 ms wait in coarse buckets before
+    // they are ordered exactly; the loop must still sleep until each one.
+    let mut lp = new_loop();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let record = |name: &'static str, due: Instant| {
+        let log = Arc::clone(&log);
+        move |_: &mut rouse_loop::Ctx| {
+            assert!(Instant::now() >= due, "{name} fired early");
+            log.lock().unwrap().push(name);
+        }
+    };
+    for (name, ms) in [("d", 260u64), ("a", 90), ("c", 170), ("a2", 90)] {
+        let due = start + Duration::from_millis(ms);
+        lp.run_at(due, record(name, due));
+    }
+    let due = start + Duration::from_millis(130);
+    let remote = lp.handle();
+    let f = record("b (handle)", due);
+    std::thread::spawn(move || remote.run_at(due, f).unwrap())
+        .join()
+        .unwrap();
+    let cancelled = lp.run_at(start + Duration::from_millis(200), |_| {
+        panic!("a cancelled timer ran")
+    });
+    assert!(lp.cancel(cancelled));
+    lp.run_at(start + Duration::from_millis(300), |cx| cx.quit());
+    lp.run().unwrap();
+    assert_eq!(*log.lock().unwrap(), ["a", "a2", "b (handle)", "c", "d"]);
+}
+
+#[test]
 fn run_every_keeps_its_period_and_can_cancel_itself() {
     let mut lp = new_loop();
     let ticks = Arc::new(Mutex::new(Vec::new()));
