@@ -116,6 +116,8 @@ pub struct Ctx {
     timers: Timers<OnceFn, EveryFn>,
     /// Functors taken from the queue and not yet run.
     backlog: VecDeque<Functor>,
+    /// Swapped with the queue's vector on every take (see `Queue::drain_into`).
+    spare: Vec<Functor>,
     /// A poll has run (and may have consumed a functor wake) since the queue
     /// was last taken: set only between a poll and its functor phase.
     queue_unseen: bool,
@@ -181,6 +183,7 @@ impl EventLoop {
                 free: Vec::new(),
                 timers: Timers::new(),
                 backlog: VecDeque::new(),
+                spare: Vec::new(),
                 queue_unseen: true,
                 running_timer: None,
                 current_source: None,
@@ -653,7 +656,9 @@ impl Ctx {
     /// Moves everything queued to the end of the backlog.
     fn take_queue(&mut self) {
         self.queue_unseen = false;
-        self.shared.queue.drain_into(&mut self.backlog);
+        self.shared
+            .queue
+            .drain_into(&mut self.backlog, &mut self.spare);
     }
 
     fn run_timers(&mut self) {

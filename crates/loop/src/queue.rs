@@ -63,9 +63,15 @@ impl<T> Queue<T> {
     }
 
     /// Moves every queued item to the end of `out`.
-    pub(crate) fn drain_into(&self, out: &mut std::collections::VecDeque<T>) {
-        let mut q = self.lock();
-        out.extend(q.items.drain(..));
+    ///
+    /// `spare` must be empty: it becomes the queue's vector, so the lock is
+    /// held for a swap rather than for a copy of every item, and producers
+    /// push into a vector that already has room. It is empty again on
+    /// return, holding the old vector's allocation.
+    pub(crate) fn drain_into(&self, out: &mut std::collections::VecDeque<T>, spare: &mut Vec<T>) {
+        debug_assert!(spare.is_empty());
+        std::mem::swap(&mut self.lock().items, spare);
+        out.extend(spare.drain(..));
     }
 
     /// The number of items queued now.
@@ -143,10 +149,11 @@ mod loom_models {
                 .collect();
             // The loop: drain, then park only if the drain found nothing.
             let mut got = VecDeque::new();
+            let mut spare = Vec::new();
             let mut drains = 0;
             while got.len() < 3 {
                 let before = got.len();
-                q.drain_into(&mut got);
+                q.drain_into(&mut got, &mut spare);
                 drains += 1;
                 if got.len() == before {
                     wake.wait();
@@ -174,11 +181,19 @@ mod tests {
         let q = Queue::new();
         assert_eq!(q.push(1), Pushed::Wake);
         assert_eq!(q.push(2), Pushed::Queued);
-        let mut out = VecDeque::new();
-        q.drain_into(&mut out);
+        let (mut out, mut spare) = (VecDeque::new(), Vec::with_capacity(8));
+        q.drain_into(&mut out, &mut spare);
         assert_eq!(out, [1, 2]);
+        assert!(spare.is_empty());
+        assert_eq!(q.push(3), Pushed::Wake);
+        q.drain_into(&mut out, &mut spare);
+        assert_eq!(out, [1, 2, 3]);
+        assert_eq!(q.push(4), Pushed::Wake);
+        assert_eq!(q.push(5), Pushed::Queued);
+        q.drain_into(&mut out, &mut spare);
+        assert_eq!(out, [1, 2, 3, 4, 5]);
         assert_eq!(q.push(3), Pushed::Wake);
         assert_eq!(q.close(), vec![3]);
-        assert_eq!(q.push(4), Pushed::Closed(4));
+        assert_eq!(q.push(6), Pushed::Closed(6));
     }
 }
