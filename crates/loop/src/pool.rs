@@ -8,7 +8,8 @@ use std::thread::JoinHandle;
 
 use crate::{Ctx, Error, LoopHandle};
 
-type Job = Box<dyn FnOnce() + Send>;
+/// A job, given the pool's handle to deliver its completion with.
+type Job = Box<dyn FnOnce(&LoopHandle) + Send>;
 
 /// A pool of worker threads whose results are delivered to a loop.
 ///
@@ -41,12 +42,12 @@ type Job = Box<dyn FnOnce() + Send>;
 pub struct WorkerPool {
     shared: Arc<PoolShared>,
     threads: Vec<JoinHandle<()>>,
-    handle: LoopHandle,
 }
 
 struct PoolShared {
     jobs: Mutex<Jobs>,
     ready: Condvar,
+    handle: LoopHandle,
 }
 
 struct Jobs {
@@ -54,6 +55,10 @@ struct Jobs {
     stopping: bool,
     /// Workers waiting on `ready`.
     idle: usize,
+    /// Wake-ups sent to idle workers and not yet taken: a spawn signals
+    /// only while `idle > signalled`, so a burst onto one idle worker makes
+    /// one wake-up call, not one per job.
+    signalled: usize,
 }
 
 impl WorkerPool {
@@ -69,13 +74,14 @@ impl WorkerPool {
                 queue: VecDeque::new(),
                 stopping: false,
                 idle: 0,
+                signalled: 0,
             }),
             ready: Condvar::new(),
+            handle: handle.clone(),
         });
         let mut pool = WorkerPool {
             shared,
             threads: Vec::new(),
-            handle: handle.clone(),
         };
         for i in 0..threads.max(1) {
             let shared = Arc::clone(&pool.shared);
@@ -101,23 +107,24 @@ impl WorkerPool {
         W: FnOnce() -> R + Send + 'static,
         D: FnOnce(R, &mut Ctx) + Send + 'static,
     {
-        if self.handle.shared.queue_closed() {
+        if self.shared.handle.shared.queue_closed() {
             return Err(Error::LoopGone);
         }
-        let handle = self.handle.clone();
-        let job: Job = Box::new(move || {
+        let job: Job = Box::new(move |handle: &LoopHandle| {
             // The loop may be gone by now; then the completion is dropped.
             let _ = match catch_unwind(AssertUnwindSafe(work)) {
                 Ok(result) => handle.queue_in_loop(move |cx: &mut Ctx| on_done(result, cx)),
                 Err(panic) => handle.queue_in_loop(move |_: &mut Ctx| resume_unwind(panic)),
             };
         });
-        let idle = {
+        let signal = {
             let mut jobs = self.shared.lock();
             jobs.queue.push_back(job);
-            jobs.idle > 0
+            let signal = jobs.idle > jobs.signalled;
+            jobs.signalled += usize::from(signal);
+            signal
         };
-        if idle {
+        if signal {
             self.shared.ready.notify_one();
         }
         Ok(())
@@ -149,9 +156,13 @@ impl PoolShared {
                     jobs.idle += 1;
                     jobs = self.ready.wait(jobs).unwrap_or_else(|e| e.into_inner());
                     jobs.idle -= 1;
+                    // Taken whether this wake-up was the signal or spurious:
+                    // either way this worker now looks at the queue, and
+                    // `signalled` never exceeds `idle`.
+                    jobs.signalled = jobs.signalled.saturating_sub(1);
                 }
             };
-            job();
+            job(&self.handle);
         }
     }
 }

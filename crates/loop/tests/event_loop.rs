@@ -640,3 +640,45 @@ fn worker_pool_completions_arrive_once_each_on_the_loop_thread() {
         stats.wake_syscalls
     );
 }
+
+#[test]
+fn bursts_onto_idle_workers_never_strand_a_job() {
+    // Each burst starts with every worker idle, and is smaller or larger
+    // than the pool: the wake-ups a spawn sends must cover every job.
+    const BURSTS: usize = 300;
+    let mut lp = new_loop();
+    let pool = WorkerPool::new(&lp.handle(), 4).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<usize>();
+    let total: usize = (0..BURSTS).map(|b| b % 9 + 1).sum();
+    let finished = Arc::new(AtomicUsize::new(0));
+    let spawner = {
+        let finished = Arc::clone(&finished);
+        std::thread::spawn(move || {
+            for b in 0..BURSTS {
+                let size = b % 9 + 1;
+                for j in 0..size {
+                    let (tx, finished) = (tx.clone(), Arc::clone(&finished));
+                    pool.spawn(
+                        move || j,
+                        move |r, cx| {
+                            tx.send(r).unwrap();
+                            if finished.fetch_add(1, Ordering::Relaxed) + 1 == total {
+                                cx.quit();
+                            }
+                        },
+                    )
+                    .unwrap();
+                }
+                // Wait for the whole burst, so the workers go idle again.
+                let mut got: Vec<_> = (0..size).map(|_| rx.recv().unwrap()).collect();
+                got.sort_unstable();
+                assert_eq!(got, (0..size).collect::<Vec<_>>(), "burst {b}");
+            }
+            pool
+        })
+    };
+    lp.run().unwrap();
+    let pool = spawner.join().unwrap();
+    drop(pool);
+    assert_eq!(finished.load(Ordering::Relaxed), total);
+}
