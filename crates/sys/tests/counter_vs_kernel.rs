@@ -1,14 +1,20 @@
 //! Property: a real non-blocking `EventFd` and `counter::Model` agree on every
 //! result, on the counter, and on readiness, for random operation sequences.
 //!
-//! At least 1,000 cases per mode; `PROPTEST_CASES` raises it.
+//! The operations are reads, writes and kernel-side signals (an AIO
+//! completion, one reused AIO context), so the sequences reach `OVERFLOW`,
+//! which no write can. At least 1,000 cases per mode; `PROPTEST_CASES`
+//! raises it.
 
 mod util;
+
+use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use rouse_sys::counter::{MAX, Model, Outcome};
 use rouse_sys::{EventFd, EventFdFlags};
+use util::aio::KernelSignal;
 use util::{fdinfo_count, readiness};
 
 #[derive(Clone, Copy, Debug)]
@@ -18,6 +24,22 @@ enum Op {
     Write(u64),
     /// Write `MAX - count + delta`: around the exact fit at the ceiling.
     WriteToCeiling(i8),
+    /// A kernel-side `eventfd_signal()`: adds 1, saturating at `OVERFLOW`.
+    KernelSignal,
+}
+
+/// The AIO context every case shares (setting one up and tearing it down
+/// costs tens of milliseconds), or `None` where the kernel refuses one.
+fn kernel_signal() -> Option<&'static KernelSignal> {
+    static K: OnceLock<Option<KernelSignal>> = OnceLock::new();
+    K.get_or_init(|| match KernelSignal::new() {
+        Ok(k) => Some(k),
+        Err(e) => {
+            println!("kernel-side signals skipped: the kernel refuses an AIO context ({e})");
+            None
+        }
+    })
+    .as_ref()
 }
 
 fn initval() -> impl Strategy<Value = u32> {
@@ -41,6 +63,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u64..1000).prop_map(Op::Write),
         2 => any::<u64>().prop_map(Op::Write),
         4 => (-2i8..=2).prop_map(Op::WriteToCeiling),
+        2 => Just(Op::KernelSignal),
     ]
 }
 
@@ -67,13 +90,21 @@ fn check(mode: EventFdFlags, init: u32, ops: &[Op]) -> Result<(), TestCaseError>
                     read += u128::from(v);
                 }
             }
+            Op::KernelSignal => {
+                let Some(k) = kernel_signal() else { continue };
+                k.signal(&fd);
+                if model.count() < rouse_sys::counter::OVERFLOW {
+                    written += 1;
+                }
+                model.kernel_signal();
+            }
             Op::Write(_) | Op::WriteToCeiling(_) => {
                 let n = match *op {
                     Op::Write(n) => n,
-                    Op::WriteToCeiling(d) => {
-                        (MAX - model.count()).wrapping_add_signed(i64::from(d))
-                    }
-                    Op::Read => unreachable!(),
+                    Op::WriteToCeiling(d) => MAX
+                        .wrapping_sub(model.count())
+                        .wrapping_add_signed(i64::from(d)),
+                    Op::Read | Op::KernelSignal => unreachable!(),
                 };
                 let want = model.write(n);
                 let got = Outcome::from_result(fd.write(n)).unwrap();
