@@ -68,6 +68,13 @@ pub struct Ready {
 /// pending functors (at most 1,024, in queue order), then the expired timers.
 /// [`run`](EventLoop::run) iterates until [`quit`](Ctx::quit).
 ///
+/// Timers never fire early. Those due within about 67 ms are kept in exact
+/// deadline order; later ones wait in 67 ms buckets, where adding or
+/// cancelling one costs the same however many are pending. When the first
+/// thing due is a bucket, the wait ends at the bucket's start, and the next
+/// wait is exact: a loop with only far-off timers wakes once early per
+/// bucket, and an iteration may end with nothing to run.
+///
 /// The loop derefs to [`Ctx`], the context that callbacks get, so everything
 /// a callback can do can be done on the loop before it runs.
 ///
