@@ -72,10 +72,21 @@ fn consumer(total: u64) {
     TARGET.with(|t| t.set(total));
 }
 
-fn join(threads: Vec<std::thread::JoinHandle<()>>) {
+/// Releases the producers, times `consume` (which runs until every
+/// functor has run), then joins the producers.
+fn timed(
+    start: &Barrier,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    consume: impl FnOnce(),
+) -> Duration {
+    start.wait();
+    let began = Instant::now();
+    consume();
+    let took = began.elapsed();
     for t in threads {
         t.join().expect("a producer panicked");
     }
+    took
 }
 
 /// rouse-loop `queue_in_loop`, with its wake counters.
@@ -98,11 +109,7 @@ impl Runner for RouseLoop {
                 })
                 .unwrap();
         });
-        start.wait();
-        let began = Instant::now();
-        lp.run().unwrap();
-        let took = began.elapsed();
-        join(threads);
+        let took = timed(&start, threads, || lp.run().unwrap());
         self.counts.add(Counts {
             ops: total,
             wakes: lp.functor_wakes(),
@@ -138,18 +145,15 @@ fn muduo(producers_n: u64, total: u64) -> Duration {
     };
     let mut events = mio::Events::with_capacity(64);
     let mut batch = Vec::new();
-    start.wait();
-    let began = Instant::now();
-    while RAN.with(Cell::get) < total {
-        peer_ok(poll.poll(&mut events, None));
-        std::mem::swap(&mut batch, &mut *queue.lock().unwrap());
-        for f in batch.drain(..) {
-            f();
+    timed(&start, threads, || {
+        while RAN.with(Cell::get) < total {
+            peer_ok(poll.poll(&mut events, None));
+            std::mem::swap(&mut batch, &mut *queue.lock().unwrap());
+            for f in batch.drain(..) {
+                f();
+            }
         }
-    }
-    let took = began.elapsed();
-    join(threads);
-    took
+    })
 }
 
 /// calloop's channel: a `Sender` per producer, the `Channel` source on the
@@ -184,14 +188,11 @@ fn calloop(producers_n: u64, total: u64) -> Duration {
             });
         }
     });
-    start.wait();
-    let began = Instant::now();
-    while RAN.with(Cell::get) < total {
-        peer_ok(ev.dispatch(None, &mut ()).map_err(std::io::Error::from));
-    }
-    let took = began.elapsed();
-    join(threads);
-    took
+    timed(&start, threads, || {
+        while RAN.with(Cell::get) < total {
+            peer_ok(ev.dispatch(None, &mut ()).map_err(std::io::Error::from));
+        }
+    })
 }
 
 /// tokio: `Handle::spawn` onto a `current_thread` runtime (I/O and time
@@ -212,12 +213,7 @@ fn tokio(producers_n: u64, total: u64) -> Duration {
             }
         });
     });
-    start.wait();
-    let began = Instant::now();
-    rt.block_on(done.notified());
-    let took = began.elapsed();
-    join(threads);
-    took
+    timed(&start, threads, || rt.block_on(done.notified()))
 }
 
 /// crossbeam-channel: unbounded, with a blocking receive per functor.
@@ -230,14 +226,11 @@ fn crossbeam(producers_n: u64, total: u64) -> Duration {
         }))
         .unwrap();
     });
-    start.wait();
-    let began = Instant::now();
-    while RAN.with(Cell::get) < total {
-        rx.recv().unwrap()();
-    }
-    let took = began.elapsed();
-    join(threads);
-    took
+    timed(&start, threads, || {
+        while RAN.with(Cell::get) < total {
+            rx.recv().unwrap()();
+        }
+    })
 }
 
 pub(crate) fn benches(out: &mut Vec<Bench>) {

@@ -159,16 +159,13 @@ impl<F, R> Timers<F, R> {
                 slot
             }
         };
-        self.slab[slot as usize] = Slot::Fired { seq, remote };
-        self.schedule(slot, deadline, task);
+        self.schedule(slot, seq, remote, deadline, task);
         (slot, seq)
     }
 
-    /// Puts the task of a fired slot back, due at `deadline`.
-    fn schedule(&mut self, slot: u32, deadline: Instant, task: Task<F, R>) {
-        let Slot::Fired { seq, remote } = self.slab[slot as usize] else {
-            unreachable!("only a fired or new slot is scheduled")
-        };
+    /// Makes `slot` (vacant or fired) the pending timer `seq`, due at
+    /// `deadline`.
+    fn schedule(&mut self, slot: u32, seq: u64, remote: u64, deadline: Instant, task: Task<F, R>) {
         self.next_order += 1;
         let order = self.next_order;
         let bucket = self.bucket_of(deadline);
@@ -212,13 +209,12 @@ impl<F, R> Timers<F, R> {
         let Some(slot) = self.resolve(id) else {
             return false;
         };
-        let (seq, remote, place) = match &self.slab[slot as usize] {
-            Slot::Pending(e) => (e.seq, e.remote, e.place),
+        let (remote, place) = match &self.slab[slot as usize] {
+            Slot::Pending(e) => (e.remote, e.place),
             // Fired: due in this iteration, past cancelling.
             _ => return false,
         };
-        let fired = Slot::Fired { seq, remote };
-        let cancelled = std::mem::replace(&mut self.slab[slot as usize], fired);
+        let cancelled = self.vacate(slot, remote);
         self.pending -= 1;
         match place {
             Place::Heap => {
@@ -231,7 +227,6 @@ impl<F, R> Timers<F, R> {
             }
             Place::Bucket { bucket, index } => self.unlink(bucket, index),
         }
-        self.finish_slot(slot);
         // The task is dropped last, with the timers consistent again.
         drop(cancelled);
         true
@@ -282,57 +277,56 @@ impl<F, R> Timers<F, R> {
         self.heap.pop();
         self.heap_live -= 1;
         self.pending -= 1;
-        let Slot::Pending(entry) = &self.slab[slot as usize] else {
-            unreachable!("skip_dead left a live entry on top")
+        let (seq, remote) = match &self.slab[slot as usize] {
+            Slot::Pending(e) => (e.seq, e.remote),
+            _ => unreachable!("skip_dead left a live entry on top"),
         };
-        let fired = Slot::Fired {
-            seq: entry.seq,
-            remote: entry.remote,
-        };
-        let Slot::Pending(entry) = std::mem::replace(&mut self.slab[slot as usize], fired) else {
+        let Slot::Pending(entry) =
+            std::mem::replace(&mut self.slab[slot as usize], Slot::Fired { seq, remote })
+        else {
             unreachable!("checked above")
         };
-        let id = if entry.remote != 0 {
-            TimerId::remote(entry.remote)
-        } else {
-            TimerId {
-                slot,
-                seq: entry.seq,
-            }
+        let id = match remote {
+            0 => TimerId { slot, seq },
+            n => TimerId::remote(n),
         };
         Some((id, deadline, entry.task))
     }
 
     /// Schedules a fired timer again, under the same id.
     pub(crate) fn reschedule(&mut self, id: TimerId, deadline: Instant, task: Task<F, R>) {
-        let slot = self.fired_slot(id);
-        self.schedule(slot, deadline, task);
+        let (slot, seq, remote) = self.fired(id);
+        self.schedule(slot, seq, remote, deadline, task);
     }
 
     /// Releases a fired timer that will not run again.
     pub(crate) fn finish(&mut self, id: TimerId) {
-        let slot = self.fired_slot(id);
-        self.finish_slot(slot);
+        let (slot, _, remote) = self.fired(id);
+        self.vacate(slot, remote);
     }
 
-    fn fired_slot(&self, id: TimerId) -> u32 {
-        match self.resolve(id) {
-            Some(slot) if matches!(self.slab[slot as usize], Slot::Fired { .. }) => slot,
+    /// The slot, seq and handle id number of the fired timer `id`.
+    fn fired(&self, id: TimerId) -> (u32, u64, u64) {
+        match self
+            .resolve(id)
+            .map(|slot| (slot, &self.slab[slot as usize]))
+        {
+            Some((slot, &Slot::Fired { seq, remote })) => (slot, seq, remote),
             _ => panic!("{id:?} is not a fired timer"),
         }
     }
 
-    fn finish_slot(&mut self, slot: u32) {
-        let Slot::Fired { remote, .. } = self.slab[slot as usize] else {
-            unreachable!("only a fired slot is finished")
-        };
+    /// Frees `slot` (and the handle id number `remote`, if not 0), returning
+    /// what it held.
+    fn vacate(&mut self, slot: u32, remote: u64) -> Slot<F, R> {
         if remote != 0 {
             self.remote.remove(&remote);
         }
-        self.slab[slot as usize] = Slot::Vacant {
+        let vacant = Slot::Vacant {
             next_free: self.free,
         };
         self.free = slot;
+        std::mem::replace(&mut self.slab[slot as usize], vacant)
     }
 
     /// The number of pending timers.

@@ -405,10 +405,10 @@ impl Poller {
         if reg.wakers.contains(&token) {
             return Err(token_taken(token));
         }
-        match (&self.selector, modify) {
-            (Selector::Epoll(ep), false) => ep.register(fd, token, interest)?,
-            (Selector::Epoll(ep), true) => ep.reregister(fd, token, interest)?,
-            (Selector::Uring(ring), modify) => {
+        match &self.selector {
+            Selector::Epoll(ep) if modify => ep.reregister(fd, token, interest)?,
+            Selector::Epoll(ep) => ep.register(fd, token, interest)?,
+            Selector::Uring(ring) => {
                 if modify {
                     ring.reregister(fd, token, interest)?;
                 } else {
