@@ -6,7 +6,7 @@
 
 use rouse_sys::fuzz::Bytes;
 
-use crate::state::{Notify, Pending, WakeState};
+use crate::state::{Notify, Pending, Ticket, WakeState};
 
 /// Where a waker is in one `wake()`: mark its slot, notify, make the
 /// system call.
@@ -14,7 +14,7 @@ use crate::state::{Notify, Pending, WakeState};
 enum WakerAt {
     SetPending,
     Notify,
-    Syscall,
+    Syscall(Ticket),
 }
 
 /// Where the poller is in one `poll()`: park, block in the kernel, unpark,
@@ -40,6 +40,7 @@ struct Waker {
     slot: usize,
     wakes_left: u32,
     at: WakerAt,
+    failures: u32,
 }
 
 /// How the run ended, for the caller's own assertions.
@@ -53,6 +54,8 @@ pub struct Run {
     pub parks: u32,
     /// Whether the poller closed during the run.
     pub closed: bool,
+    /// Wake system calls that failed (and were retried).
+    pub failed: u32,
 }
 
 /// Runs two wakers and one poller over the real [`WakeState`] and
@@ -67,8 +70,11 @@ pub struct Run {
 /// The first byte sets how many wakes each waker makes (1 to 4 each, which
 /// waker uses which slot, both may share one); each later byte picks the
 /// next actor to step (0: the poller, 1 and 2: the wakers; 3: the poller
-/// closes). Once the bytes run out, the remaining steps run in a fixed
-/// order until everything settles.
+/// closes; 4 and 5: the wakers, with a system call made in that step
+/// failing, after which the waker takes its notification back and retries,
+/// as a caller of `Waker::wake` that got the error would). Once the bytes
+/// run out, the remaining steps run in a fixed order until everything
+/// settles.
 pub fn wake_protocol(data: &[u8]) -> Run {
     let mut b = Bytes::new(data);
     let shape = b.u8();
@@ -80,11 +86,13 @@ pub fn wake_protocol(data: &[u8]) -> Run {
             slot: 0,
             wakes_left: u32::from(shape & 3) + 1,
             at: WakerAt::SetPending,
+            failures: 0,
         },
         Waker {
             slot: usize::from(shape & 16 == 0),
             wakes_left: u32::from(shape >> 2 & 3) + 1,
             at: WakerAt::SetPending,
+            failures: 0,
         },
     ];
     let mut poller = PollerAt::Park;
@@ -105,14 +113,18 @@ pub fn wake_protocol(data: &[u8]) -> Run {
                 None => 0,
             }
         } else {
-            b.u8() % 4
+            b.u8() % 6
         };
+        // 4 and 5 step waker 1 or 2 as 1 and 2 do, but a system call made
+        // in that step fails.
+        let fail = choice >= 4;
+        let choice = if fail { choice - 3 } else { choice };
         match choice {
             1 | 2 if wakers[usize::from(choice - 1)].wakes_left > 0 => {
                 let w = &mut wakers[usize::from(choice - 1)];
                 match w.at {
                     WakerAt::SetPending => {
-                        if slots[w.slot].set() {
+                        if slots[w.slot].set() || !state.is_notified_or_closed() {
                             w.at = WakerAt::Notify;
                         } else {
                             w.wakes_left -= 1;
@@ -120,10 +132,10 @@ pub fn wake_protocol(data: &[u8]) -> Run {
                         }
                     }
                     WakerAt::Notify => match state.notify() {
-                        Notify::Syscall => {
+                        Notify::Syscall(ticket) => {
                             assert!(parked, "a wake system call while the poller is not parked");
                             assert!(!closed, "a wake system call after close");
-                            w.at = WakerAt::Syscall;
+                            w.at = WakerAt::Syscall(ticket);
                         }
                         Notify::Nothing | Notify::Closed => {
                             if closed {
@@ -134,7 +146,17 @@ pub fn wake_protocol(data: &[u8]) -> Run {
                             run.wakes += 1;
                         }
                     },
-                    WakerAt::Syscall => {
+                    // The system call fails: the notification is taken
+                    // back and the waker retries, as a caller of `wake`
+                    // that got the error would. Twice at most per waker, so
+                    // that every run settles.
+                    WakerAt::Syscall(ticket) if fail && w.failures < 2 => {
+                        w.failures += 1;
+                        run.failed += 1;
+                        state.retract(ticket);
+                        w.at = WakerAt::SetPending;
+                    }
+                    WakerAt::Syscall(_) => {
                         kernel.edges += 1;
                         kernel.writes += 1;
                         w.at = WakerAt::SetPending;

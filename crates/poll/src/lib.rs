@@ -2,9 +2,11 @@
 //! cost no system call while the loop is awake.
 //!
 //! * [`Poller`]: register fds with a [`Token`] and an [`Interest`], then
-//!   [`poll`](Poller::poll) for [`Events`]. Level-triggered, the same on both
-//!   backends; [`Poller::new`] picks io_uring where it works and epoll
-//!   otherwise.
+//!   [`poll`](Poller::poll) for [`Events`]. Level-triggered, and the same on
+//!   both backends through an fd's whole life (closed without deregister,
+//!   number reused, `dup`, poller moved between threads, `fork`: see
+//!   [`Poller`]); [`Poller::new`] uses epoll, and io_uring is chosen with
+//!   [`Backend::IoUring`].
 //! * [`Waker`]: makes a blocked (or the next) poll return, from any thread.
 //!   Wakes are coalesced by a small protocol, model-checked with loom: a wake
 //!   while the poller is awake costs nothing, and many wakes during one
@@ -58,7 +60,7 @@
 //!
 //! # Environment
 //!
-//! * `ROUSE_BACKEND=epoll|io_uring` forces the backend of [`Poller::new`];
+//! * `ROUSE_BACKEND=epoll|io_uring` sets the backend of [`Poller::new`];
 //! * `ROUSE_URING_WAKE=eventfd|msg_ring` picks the io_uring wake path;
 //! * `ROUSE_FORCE_PIPE=1` makes the wake fd a pipe instead of an eventfd.
 #![deny(unsafe_code)]
@@ -75,7 +77,9 @@ mod sys;
 mod waker;
 
 pub use event::{Event, Events, Interest, Token};
-pub use poller::{BACKEND_ENV, Backend, Poller, PollerBuilder, Stats, URING_WAKE_ENV, UringWake};
+pub use poller::{
+    BACKEND_ENV, Backend, Forked, Poller, PollerBuilder, Stats, URING_WAKE_ENV, UringWake,
+};
 pub use waker::Waker;
 
 /// Atomics that loom can model-check.

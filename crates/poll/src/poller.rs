@@ -1,9 +1,9 @@
 //! The poller: one API over the epoll and io_uring backends.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use crate::event::{Event, Events};
 use crate::state::{Notify, Pending, WakeState};
 use crate::sys::epoll::{Epoll, EpollDriver};
 use crate::sys::uring::{self, Uring, UringDriver, WakeVia};
-use crate::sys::{MsgSender, Signal, WaitOutcome};
+use crate::sys::{MsgSender, Signal, WaitOutcome, current_forks, fork_generation};
 use crate::{Interest, Token};
 
 /// The environment variable that makes [`Poller::new`] use one backend:
@@ -26,13 +26,33 @@ pub const BACKEND_ENV: &str = "ROUSE_BACKEND";
 pub const URING_WAKE_ENV: &str = "ROUSE_URING_WAKE";
 
 /// A kernel readiness interface.
+///
+/// Both backends keep registrations in an epoll set, so everything about an
+/// fd's life (see [`Poller`]) is the same on both; they differ in how the
+/// poller waits and is woken.
+///
+/// [`Poller::new`] uses **epoll**. It is what mio, polling and calloop use,
+/// it needs nothing newer than Linux 5.11, and it measures at least as fast
+/// as io_uring on every wake and poll row of `cargo xtask bench` on the
+/// machines this crate is measured on (see the README's benchmark table):
+/// the io_uring wait adds a layer (a ring request that reads the epoll set)
+/// and costs more per wait. Ask for io_uring with
+/// [`Poller::with_backend`] or [`BACKEND_ENV`]`=io_uring` to wake a poller
+/// by message from other rings ([`UringWake::MsgRing`]), with no eventfd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Backend {
-    /// `epoll(7)`: one `epoll_pwait2` per wait (Linux 5.11 or later).
+    /// `epoll(7)`: one `epoll_pwait2` per wait (Linux 5.11 or later). The
+    /// default.
     Epoll,
-    /// `io_uring(7)`: poll requests on a ring, one `io_uring_enter` per wait
-    /// that submits and waits together (Linux 5.13 or later for multishot
-    /// polls; 5.18 for the message wake path).
+    /// `io_uring(7)`: one `io_uring_enter` per wait, which submits and waits
+    /// together; readiness comes from an `IORING_OP_EPOLL_WAIT` on the
+    /// poller's epoll set, kept in flight, and the wake from a multishot
+    /// poll on an eventfd or from `IORING_OP_MSG_RING`. The ring is made
+    /// with `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN`, so the
+    /// kernel completes requests only inside the polling thread's wait, and
+    /// readiness is read at the wait, never earlier. Linux 6.15 or later
+    /// (for `EPOLL_WAIT`); otherwise [`Poller::with_backend`] fails with
+    /// [`io::ErrorKind::Unsupported`] and the reason.
     IoUring,
 }
 
@@ -40,51 +60,25 @@ pub enum Backend {
 ///
 /// | path | wake system call | kernel |
 /// |---|---|---|
-/// | [`EventFd`](UringWake::EventFd) | `write(2)` to an eventfd under a multishot poll | 5.13 |
-/// | [`MsgRing`](UringWake::MsgRing) | `io_uring_enter(2)` on the waker's own small ring, posting straight to the poller's ring | 5.18 |
+/// | [`EventFd`](UringWake::EventFd) | `write(2)` to an eventfd under a multishot poll | 6.15 (the backend's own minimum) |
+/// | [`MsgRing`](UringWake::MsgRing) | `io_uring_enter(2)` on the waker's own small ring, posting straight to the poller's ring | 6.15 |
 ///
 /// Either way the polling side makes no system call of its own per wake, and
 /// a wake costs a system call only when the poller is blocked.
 ///
-/// Without the kernel support, [`PollerBuilder::build`] on io_uring fails
-/// with [`io::ErrorKind::Unsupported`] and [`Poller::new`] falls back to
-/// epoll. `MsgRing` gives each [`Waker`](crate::Waker) a small ring of its
-/// own (one more fd and a few pages), created on its first wake that has to
-/// make a system call; if it cannot be created (`EMFILE`, `ENOMEM`), the
-/// wake goes through the poller's own ring instead, and only if that fails
-/// too does `wake` return the error.
-///
-/// # Cost
-///
-/// Measured with `cargo xtask bench` (2 vCPUs under KVM, Linux 6.18; the
-/// full table is in the README), a wake round trip between two threads:
-///
-/// | | both threads on one CPU | on two CPUs |
-/// |---|---|---|
-/// | futex park/unpark (floor) | 2.62 µs | 57.6 µs |
-/// | epoll backend | 2.86 µs, 1.07 wake syscalls | 70.5 µs, 1.99 wake syscalls |
-/// | io_uring, `EventFd` | 2.74 µs, 1.13 wake syscalls | 63.1 µs, 2.00 wake syscalls |
-/// | io_uring, `MsgRing` | 2.74 µs, 1.07 wake syscalls | 64.9 µs, 2.00 wake syscalls |
-/// | mio `Poll` + `Waker` | 3.68 µs, 2 writes | 63.4 µs, 2 writes |
-///
-/// These are one run's medians. Between runs on this machine the io_uring
-/// rows on one CPU ranged from 0.96× to 1.21× the epoll row, so neither
-/// backend is reliably faster there; across CPUs all paths are within noise
-/// of each other and of mio.
-///
-/// Wake syscalls are per round trip (two wakes), from [`Stats`]: each wake
-/// costs at most one, and on one CPU often none, because the woken side has
-/// not parked yet. By `perf stat`, a whole round trip costs about 3 system
-/// calls on either path (the waits included). The two paths measure the
-/// same within noise, so `EventFd`, which needs no ring per waker, is the
-/// default.
+/// `MsgRing` gives each [`Waker`](crate::Waker) a small ring of its own (one
+/// more fd and a few pages), made by [`Waker::new`](crate::Waker::new), which
+/// fails if it cannot be made (`EMFILE`, `ENOMEM`); a waker that exists can
+/// always wake. `EventFd` needs no ring per waker and is the default; the
+/// two measure within noise of each other (see the README's benchmark
+/// table).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum UringWake {
     /// An eventfd (or pipe, under `ROUSE_FORCE_PIPE=1`) polled by the ring.
     #[default]
     EventFd,
-    /// `IORING_OP_MSG_RING` from a ring owned by each waker, created on its
-    /// first wake that needs a system call. No eventfd at all.
+    /// `IORING_OP_MSG_RING` from a ring owned by each waker. No eventfd at
+    /// all.
     MsgRing,
 }
 
@@ -96,16 +90,51 @@ pub enum UringWake {
 pub struct Stats {
     /// Calls to [`Waker::wake`](crate::Waker::wake).
     pub wakes: u64,
-    /// System calls made to wake the poller: wakes from [`Waker`]s and
-    /// registrations from other threads that had to interrupt a wait.
-    ///
-    /// [`Waker`]: crate::Waker
+    /// System calls made to wake the poller.
     pub wake_syscalls: u64,
     /// Calls to [`Poller::poll`] that got as far as waiting.
     pub polls: u64,
     /// Waits that were allowed to block in the kernel (some returned at once
     /// all the same, because an event was ready).
     pub polls_blocked: u64,
+}
+
+/// The error a [`Poller`] or [`Waker`](crate::Waker) made before a `fork`
+/// returns in the child, inside an [`io::Error`] of kind
+/// [`io::ErrorKind::Other`].
+///
+/// A child shares its parent's epoll set and wake fd; if it used them it
+/// would remove the parent's registrations and take the parent's wakes. So
+/// every call in the child is refused, and changes nothing. Dropping the
+/// poller and its wakers in the child is harmless: it closes the child's
+/// copies of their descriptors. Make a new poller in the child.
+///
+/// ```no_run
+/// # let poller = rouse_poll::Poller::new()?;
+/// # let mut events = rouse_poll::Events::with_capacity(8);
+/// if let Err(e) = poller.poll(&mut events, None) {
+///     if e.get_ref().is_some_and(|e| e.is::<rouse_poll::Forked>()) {
+///         // In a forked child: start afresh.
+///     }
+/// }
+/// # std::io::Result::Ok(())
+/// ```
+#[derive(Debug)]
+pub struct Forked;
+
+impl fmt::Display for Forked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "this poller was made before a fork and belongs to the parent process; \
+             make a new one in the child",
+        )
+    }
+}
+
+impl std::error::Error for Forked {}
+
+pub(crate) fn forked() -> io::Error {
+    io::Error::other(Forked)
 }
 
 /// Builds a [`Poller`] with options.
@@ -126,8 +155,8 @@ pub struct PollerBuilder {
 }
 
 impl PollerBuilder {
-    /// Asks for one backend; without this, io_uring where it works and epoll
-    /// otherwise (or what [`BACKEND_ENV`] says).
+    /// Asks for one backend; without this, epoll (or what [`BACKEND_ENV`]
+    /// says).
     pub fn backend(mut self, backend: Backend) -> PollerBuilder {
         self.backend = Some(backend);
         self
@@ -156,24 +185,24 @@ impl PollerBuilder {
     ///
     /// # Errors
     ///
-    /// * [`io::ErrorKind::Unsupported`] when the backend asked for is not
-    ///   available on this kernel (with the reason);
+    /// * [`io::ErrorKind::Unsupported`] when io_uring is asked for and the
+    ///   kernel does not offer what the backend needs (refused by a seccomp
+    ///   filter or a sysctl, or too old), with the reason;
     /// * [`io::ErrorKind::InvalidInput`] when [`BACKEND_ENV`] or
     ///   [`URING_WAKE_ENV`] holds an unknown value;
-    /// * the OS error when descriptors cannot be created.
+    /// * the OS error when descriptors cannot be created (`EMFILE`).
     pub fn build(self) -> io::Result<Poller> {
         let uring_wake = match self.uring_wake {
             Some(path) => path,
             None => uring_wake_from_env()?.unwrap_or_default(),
         };
         let backend = match self.backend {
-            Some(b) => Some(b),
-            None => backend_from_env()?,
+            Some(b) => b,
+            None => backend_from_env()?.unwrap_or(Backend::Epoll),
         };
         match backend {
-            Some(Backend::Epoll) => Poller::epoll(self.spin),
-            Some(Backend::IoUring) => Poller::uring(uring_wake, self.spin),
-            None => Poller::uring(uring_wake, self.spin).or_else(|_| Poller::epoll(self.spin)),
+            Backend::Epoll => Poller::epoll(self.spin),
+            Backend::IoUring => Poller::uring(uring_wake, self.spin),
         }
     }
 }
@@ -183,8 +212,8 @@ impl PollerBuilder {
 /// Readiness is **level-triggered** on both backends: a registration that is
 /// still ready is reported again by the next poll. Every call takes `&self`:
 /// registrations may come from any thread, even while another is blocked in
-/// [`poll`](Poller::poll), and take effect before that wait reports anything
-/// more. One thread polls at a time.
+/// [`poll`](Poller::poll), and take effect at once. One thread polls at a
+/// time.
 ///
 /// # Examples
 ///
@@ -208,21 +237,55 @@ impl PollerBuilder {
 /// # std::io::Result::Ok(())
 /// ```
 ///
-/// # Implementation notes
+/// # An fd's life
 ///
-/// On io_uring a registration holds a reference to the file while its poll
-/// request is in the kernel: deregister an fd before closing it, or the file
-/// stays open until the poller next runs.
+/// A registration belongs to a *file* (what `open`, `socket`, `pipe` or
+/// `eventfd` made) seen through one descriptor *number*. The rules are the
+/// same on both backends, because both keep registrations in an epoll set:
+///
+/// * **Closed without [`deregister`](Poller::deregister)**: when the last
+///   descriptor of the file is closed, the file leaves the poller silently:
+///   no event, no error, and its token and number are free for reuse. The
+///   file is really closed (a socket's peer sees it hang up); the poller
+///   holds no reference to it.
+/// * **A new file on a reused number** (of any kind, anonymous-inode files
+///   such as eventfd and timerfd included) is a new file:
+///   [`register`](Poller::register) it afresh; no event of the old file is
+///   ever reported under its token.
+/// * **`dup`**: if a registered number is closed while a duplicate (from
+///   `dup`, `fork`, or `SCM_RIGHTS`) keeps the file open, the registration
+///   lives on and goes on reporting under its token, and it can no longer be
+///   removed (the duplicate's number is not the registered one:
+///   [`io::ErrorKind::NotFound`]). This is epoll's own rule. Deregister a
+///   file before closing a number that may have duplicates.
+/// * **Moving between threads**: a `Poller` is `Send + Sync`; it may be
+///   polled from one thread and then another. On io_uring each polling
+///   thread gets a ring of its own (made on its first poll, a few tens of
+///   microseconds), and nothing the kernel does to the requests of a thread
+///   that exits is ever reported.
+/// * **fork**: in a child, every call on a poller or waker made before the
+///   fork returns an error ([`Forked`]) and changes nothing the parent
+///   shares; dropping them there is harmless. The check is one relaxed load
+///   of a counter that an `at-fork` handler bumps.
+/// * **Tokens** come back exactly as given, each at most once per
+///   [`poll`](Poller::poll).
 pub struct Poller {
     shared: Arc<Shared>,
     selector: Selector,
-    driver: Mutex<Driver>,
+    driver: Mutex<Polling>,
     spin: Duration,
 }
 
 enum Selector {
     Epoll(Epoll),
     Uring(Uring),
+}
+
+/// The polling thread's side, behind the poll lock.
+struct Polling {
+    driver: Driver,
+    /// Numbers the polls, so that a waker is reported at most once in each.
+    seq: u64,
 }
 
 enum Driver {
@@ -234,10 +297,11 @@ enum Driver {
 pub(crate) struct Shared {
     pub(crate) state: WakeState,
     pub(crate) signal: Signal,
-    /// The poller's own sender, for registrations that interrupt a wait.
-    internal: MsgSender,
+    /// The process's fork count when the poller was made.
+    pub(crate) forks: u64,
     wakers: RwLock<Vec<Arc<WakerSlot>>>,
-    registry: Mutex<Registry>,
+    /// Tokens of live wakers.
+    waker_tokens: Mutex<HashSet<Token>>,
     pub(crate) wake_syscalls: AtomicU64,
     /// Wakes counted by wakers that have since been dropped.
     retired_wakes: AtomicU64,
@@ -251,24 +315,18 @@ pub(crate) struct WakerSlot {
     pub(crate) token: Token,
     pub(crate) pending: Pending,
     pub(crate) wakes: AtomicU64,
+    /// The poll that last reported this waker (written by the poller only).
+    reported: AtomicU64,
     /// Every handle is gone; the slot stays only until its last wake has
     /// been reported.
     dropped: AtomicBool,
 }
 
-/// Tokens in use, so that a waker's never collides with a registration's.
-#[derive(Debug, Default)]
-struct Registry {
-    wakers: HashSet<Token>,
-    fds: HashMap<RawFd, Token>,
-}
-
 impl Poller {
-    /// Creates a poller on io_uring where the kernel allows it, and epoll
-    /// otherwise.
+    /// Creates a poller on epoll.
     ///
-    /// [`BACKEND_ENV`] (`ROUSE_BACKEND=epoll` or `io_uring`) forces the choice,
-    /// so that a whole test suite can run on either backend.
+    /// [`BACKEND_ENV`] (`ROUSE_BACKEND=epoll` or `io_uring`) overrides the
+    /// choice, so that a whole test suite can run on either backend.
     ///
     /// # Errors
     ///
@@ -294,13 +352,13 @@ impl Poller {
 
     fn epoll(spin: Duration) -> io::Result<Poller> {
         let wake = WakeFd::new()?;
-        let epoll = Epoll::new(wake.as_fd())?;
-        Ok(Poller::assemble(
+        let epoll = Epoll::new(Some(wake.as_fd()))?;
+        Poller::assemble(
             Signal::Fd(wake),
             Selector::Epoll(epoll),
             Driver::Epoll(EpollDriver::default()),
             spin,
-        ))
+        )
     }
 
     fn uring(path: UringWake, spin: Duration) -> io::Result<Poller> {
@@ -308,43 +366,48 @@ impl Poller {
             UringWake::EventFd => {
                 let wake = WakeFd::new()?;
                 let (uring, driver) = Uring::new(WakeVia::Fd(wake.as_raw_fd()))?;
-                Ok(Poller::assemble(
+                Poller::assemble(
                     Signal::Fd(wake),
                     Selector::Uring(uring),
                     Driver::Uring(Box::new(driver)),
                     spin,
-                ))
+                )
             }
             UringWake::MsgRing => {
                 let (uring, driver) = Uring::new(WakeVia::Msg)?;
-                let target = uring::dup_ring_fd(&driver)?;
-                Ok(Poller::assemble(
+                let target = RwLock::new(uring::dup_ring_fd(&driver)?);
+                Poller::assemble(
                     Signal::MsgRing { target },
                     Selector::Uring(uring),
                     Driver::Uring(Box::new(driver)),
                     spin,
-                ))
+                )
             }
         }
     }
 
-    fn assemble(signal: Signal, selector: Selector, driver: Driver, spin: Duration) -> Poller {
-        Poller {
+    fn assemble(
+        signal: Signal,
+        selector: Selector,
+        driver: Driver,
+        spin: Duration,
+    ) -> io::Result<Poller> {
+        Ok(Poller {
             shared: Arc::new(Shared {
                 state: WakeState::new(),
                 signal,
-                internal: MsgSender::default(),
+                forks: fork_generation()?,
                 wakers: RwLock::new(Vec::new()),
-                registry: Mutex::new(Registry::default()),
+                waker_tokens: Mutex::new(HashSet::new()),
                 wake_syscalls: AtomicU64::new(0),
                 retired_wakes: AtomicU64::new(0),
                 polls: AtomicU64::new(0),
                 polls_blocked: AtomicU64::new(0),
             }),
             selector,
-            driver: Mutex::new(driver),
+            driver: Mutex::new(Polling { driver, seq: 0 }),
             spin,
-        }
+        })
     }
 
     /// The backend in use.
@@ -370,11 +433,12 @@ impl Poller {
     ///
     /// * `EBADF` (the OS error) for a closed fd;
     /// * [`io::ErrorKind::AlreadyExists`] if `fd` is already registered (a new
-    ///   file that reuses the number of a closed, registered one is not);
+    ///   file on the number of a closed, registered one is not);
     /// * [`io::ErrorKind::InvalidInput`] for `Token(usize::MAX)`, which is
     ///   reserved, or for a token that a [`Waker`](crate::Waker) of this
     ///   poller uses;
-    /// * other OS errors, e.g. `EPERM` for a regular file on epoll.
+    /// * [`Forked`] in a child process;
+    /// * other OS errors, e.g. `EPERM` for a regular file.
     pub fn register(&self, fd: impl AsFd, token: Token, interest: Interest) -> io::Result<()> {
         self.set_interest(fd.as_fd(), token, interest, false)
     }
@@ -400,25 +464,19 @@ impl Poller {
         interest: Interest,
         modify: bool,
     ) -> io::Result<()> {
+        self.check_fork()?;
         check_token(token)?;
-        let mut reg = self.registry();
-        if reg.wakers.contains(&token) {
+        // Held across the call, so that a waker cannot take the token meanwhile.
+        let tokens = self.shared.waker_tokens();
+        if tokens.contains(&token) {
             return Err(token_taken(token));
         }
         match &self.selector {
-            Selector::Epoll(ep) if modify => ep.reregister(fd, token, interest)?,
-            Selector::Epoll(ep) => ep.register(fd, token, interest)?,
-            Selector::Uring(ring) => {
-                if modify {
-                    ring.reregister(fd, token, interest)?;
-                } else {
-                    ring.register(fd, token, interest)?;
-                }
-                self.interrupt_wait()?;
-            }
+            Selector::Epoll(ep) if modify => ep.reregister(fd, token, interest),
+            Selector::Epoll(ep) => ep.register(fd, token, interest),
+            Selector::Uring(ring) if modify => ring.reregister(fd, token, interest),
+            Selector::Uring(ring) => ring.register(fd, token, interest),
         }
-        reg.fds.insert(fd.as_raw_fd(), token);
-        Ok(())
     }
 
     /// Stops reporting events for `fd`.
@@ -428,19 +486,15 @@ impl Poller {
     /// # Errors
     ///
     /// `EBADF` for a closed fd; [`io::ErrorKind::NotFound`] for an fd that is
-    /// not registered.
+    /// not registered (or whose number now holds another file);
+    /// [`Forked`] in a child process.
     pub fn deregister(&self, fd: impl AsFd) -> io::Result<()> {
+        self.check_fork()?;
         let fd = fd.as_fd();
-        let mut reg = self.registry();
         match &self.selector {
-            Selector::Epoll(ep) => ep.deregister(fd)?,
-            Selector::Uring(ring) => {
-                ring.deregister(fd)?;
-                self.interrupt_wait()?;
-            }
+            Selector::Epoll(ep) => ep.deregister(fd),
+            Selector::Uring(ring) => ring.deregister(fd),
         }
-        reg.fds.remove(&fd.as_raw_fd());
-        Ok(())
     }
 
     /// Waits until a registration is ready, a waker wakes, or `timeout`
@@ -448,17 +502,20 @@ impl Poller {
     ///
     /// Returns the number of events. The previous contents of `events` are
     /// replaced, and no more than its capacity are reported; the rest wait for
-    /// the next poll. Without an event, it does not return before the timeout
-    /// has passed, timeouts under a millisecond included. `EINTR` is retried
-    /// with the time that remains.
+    /// the next poll. Each token appears at most once. Without an event, it
+    /// does not return before the timeout has passed, timeouts under a
+    /// millisecond included. `EINTR` is retried with the time that remains.
     ///
     /// # Errors
     ///
     /// [`io::ErrorKind::ResourceBusy`] if another thread is polling this
-    /// poller; OS errors of the wait.
+    /// poller; [`Forked`] in a child process; OS errors of the wait (on
+    /// io_uring, `EMFILE` if this is a new thread and its ring cannot be
+    /// made; a later poll retries).
     pub fn poll(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
         events.clear();
-        let mut driver = match self.driver.try_lock() {
+        self.check_fork()?;
+        let mut polling = match self.driver.try_lock() {
             Ok(d) => d,
             // A panic in a wait leaves nothing half-done in the driver.
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
@@ -469,6 +526,9 @@ impl Poller {
                 ));
             }
         };
+        let polling = &mut *polling;
+        polling.seq += 1;
+        let seq = polling.seq;
         let shared = &*self.shared;
         // The clock is read only for a timeout that can run out.
         let deadline = match timeout {
@@ -485,7 +545,7 @@ impl Poller {
             // Wakes already pending go first, so that ready fds (reported
             // again and again, being level-triggered) cannot crowd them out.
             if shared.state.is_notified() && shared.state.unpark() {
-                shared.collect_wakes(events);
+                shared.collect_wakes(events, seq);
             }
             let last_pass = remaining == Some(Duration::ZERO);
             let may_block = !last_pass && events.is_empty();
@@ -502,21 +562,23 @@ impl Poller {
             } else {
                 Some(Duration::ZERO)
             };
-            let result = match (&self.selector, &mut *driver) {
+            let result = match (&self.selector, &mut polling.driver) {
                 _ if events.is_full() => Ok(WaitOutcome::default()),
                 (Selector::Epoll(ep), Driver::Epoll(d)) => ep.wait(d, events, wait),
-                (Selector::Uring(ring), Driver::Uring(d)) => ring.wait(d, events, wait),
+                (Selector::Uring(ring), Driver::Uring(d)) => {
+                    ring.wait(d, &shared.signal, events, wait)
+                }
                 _ => unreachable!("the selector and the driver are made together"),
             };
             let notified = shared.state.unpark();
+            if notified {
+                shared.collect_wakes(events, seq);
+            }
             match result {
                 Ok(outcome) if outcome.woke => shared.signal.after_wake()?,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
-            }
-            if notified {
-                shared.collect_wakes(events);
             }
             if !events.is_empty() || last_pass {
                 return Ok(events.len());
@@ -542,17 +604,8 @@ impl Poller {
         &self.shared
     }
 
-    fn registry(&self) -> MutexGuard<'_, Registry> {
-        self.shared.registry()
-    }
-
-    /// After a registration change on io_uring: if the poller is blocked, wake
-    /// it so that the change takes effect in this wait.
-    fn interrupt_wait(&self) -> io::Result<()> {
-        if self.shared.state.is_parked() {
-            self.shared.notify(&self.shared.internal)?;
-        }
-        Ok(())
+    fn check_fork(&self) -> io::Result<()> {
+        self.shared.check_fork()
     }
 }
 
@@ -586,25 +639,32 @@ impl fmt::Debug for Poller {
 }
 
 impl Shared {
-    fn registry(&self) -> MutexGuard<'_, Registry> {
-        // Every registry change is complete before its guard drops.
-        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    fn waker_tokens(&self) -> MutexGuard<'_, HashSet<Token>> {
+        // Every change is complete before its guard drops.
+        self.waker_tokens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// In a forked child, [`Forked`]: one relaxed load.
+    #[inline]
+    pub(crate) fn check_fork(&self) -> io::Result<()> {
+        if current_forks() != self.forks {
+            return Err(forked());
+        }
+        Ok(())
     }
 
     /// Sets `NOTIFIED` and makes the wake system call if it is needed.
-    pub(crate) fn notify(&self, sender: &MsgSender) -> io::Result<Notify> {
+    ///
+    /// If the call fails, the notification is taken back (see
+    /// [`WakeState::retract`]), so that the next wake makes the call again,
+    /// and the error is returned.
+    pub(crate) fn notify(&self, sender: Option<&MsgSender>) -> io::Result<Notify> {
         let n = self.state.notify();
-        if n == Notify::Syscall {
+        if let Notify::Syscall(ticket) = n {
             self.wake_syscalls.fetch_add(1, Relaxed);
-            // This notify is the one the parked poller waits for: later ones
-            // make no call. So a failed send (a waker's own ring that cannot
-            // be created, say) is retried through the poller's ring before
-            // it is reported, and the wake is not left stranded.
             if let Err(e) = self.signal.send(sender) {
-                if std::ptr::eq(sender, &self.internal) {
-                    return Err(e);
-                }
-                self.signal.send(&self.internal).map_err(|_| e)?;
+                self.state.retract(ticket);
+                return Err(e);
             }
         }
         Ok(n)
@@ -613,15 +673,15 @@ impl Shared {
     /// Adds a waker; fails if its token is taken.
     pub(crate) fn add_waker(&self, token: Token) -> io::Result<Arc<WakerSlot>> {
         check_token(token)?;
-        let mut reg = self.registry();
-        if reg.wakers.contains(&token) || reg.fds.values().any(|t| *t == token) {
+        let mut tokens = self.waker_tokens();
+        if !tokens.insert(token) {
             return Err(token_taken(token));
         }
-        reg.wakers.insert(token);
         let slot = Arc::new(WakerSlot {
             token,
             pending: Pending::new(),
             wakes: AtomicU64::new(0),
+            reported: AtomicU64::new(0),
             dropped: AtomicBool::new(false),
         });
         self.wakers().push(Arc::clone(&slot));
@@ -642,11 +702,11 @@ impl Shared {
 
     /// Removes the slots of dropped wakers that have nothing left to report.
     fn purge_dropped_wakers(&self) {
-        let mut reg = self.registry();
+        let mut tokens = self.waker_tokens();
         self.wakers().retain(|s| {
             let gone = s.dropped.load(SeqCst) && !s.pending.is_set();
             if gone {
-                reg.wakers.remove(&s.token);
+                tokens.remove(&s.token);
                 self.retired_wakes.fetch_add(s.wakes.load(Relaxed), Relaxed);
             }
             !gone
@@ -657,23 +717,34 @@ impl Shared {
         self.wakers.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reports the tokens of pending wakers, as room allows; if some must
-    /// wait, the next poll is told not to block.
-    fn collect_wakes(&self, events: &mut Events) {
+    /// Reports the tokens of pending wakers, as room allows, each at most
+    /// once in poll `seq`; if some must wait, the next poll is told not to
+    /// block.
+    fn collect_wakes(&self, events: &mut Events, seq: u64) {
         let mut purge = false;
+        let mut left = false;
         {
             let wakers = self.wakers.read().unwrap_or_else(|e| e.into_inner());
             for slot in wakers.iter() {
+                if slot.reported.load(Relaxed) == seq {
+                    // Woken again since this poll reported it: next poll.
+                    left |= slot.pending.is_set();
+                    continue;
+                }
                 if events.is_full() {
-                    // Some slots were not looked at: keep the notification.
-                    self.state.notify();
+                    left = true;
                     break;
                 }
                 if slot.pending.take() {
                     events.push(Event::wake(slot.token));
+                    slot.reported.store(seq, Relaxed);
                     purge |= slot.dropped.load(SeqCst);
                 }
             }
+        }
+        if left {
+            // Some slots were not reported: keep the notification.
+            self.state.notify();
         }
         if purge {
             self.purge_dropped_wakers();
@@ -710,7 +781,7 @@ fn check_token(token: Token) -> io::Result<()> {
 fn token_taken(token: Token) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
-        format!("{token:?} is already used by a waker or registration of this poller"),
+        format!("{token:?} is already used by a waker of this poller"),
     )
 }
 

@@ -1,12 +1,13 @@
 //! The wake protocol: when a wake must cost a system call, and when not.
 //!
-//! One word holds three bits:
+//! One word holds three bits and an epoch:
 //!
 //! * `PARKED`: the poller has declared that it is about to block in the kernel
 //!   (or is blocked there);
-//! * `NOTIFIED`: something (a waker, or a registration made from another
-//!   thread) has work for the poller that it has not yet seen;
-//! * `CLOSED`: the poller is gone.
+//! * `NOTIFIED`: a waker has work for the poller that it has not yet seen;
+//! * `CLOSED`: the poller is gone;
+//! * the epoch, above the bits, counts parks, so that a notification can be
+//!   taken back only in the park it was made in.
 //!
 //! A waker first marks its own slot pending, then calls [`WakeState::notify`],
 //! which sets `NOTIFIED` with one read-modify-write and says whether a system
@@ -24,36 +25,53 @@
 //!
 //! Many wakes between two parks cost at most one system call (only the first
 //! to set `NOTIFIED` makes it), and a wake while the poller is not parked costs
-//! none. The loom models in this file check every interleaving of two wakers
-//! and one poller.
+//! none.
+//!
+//! If that one system call fails, the poller stays blocked, and every wake
+//! that found `NOTIFIED` already set relied on it. The failed waker then
+//! [`retract`](WakeState::retract)s its notification, if the poller is still
+//! in the same park: `NOTIFIED` is clear again, so the next wake (its own
+//! retry, or anyone's) makes the call, and the poller then finds every slot
+//! still pending. A wake whose slot is already pending therefore notifies
+//! again whenever `NOTIFIED` is clear, rather than trusting that whoever set
+//! the slot will.
+//!
+//! The loom models in this file check every interleaving of two wakers and
+//! one poller, with and without a failing system call.
 
-use crate::sync::atomic::{AtomicBool, AtomicU8, Ordering::*};
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 
-const PARKED: u8 = 1;
-const NOTIFIED: u8 = 2;
-const CLOSED: u8 = 4;
+const PARKED: u64 = 1;
+const NOTIFIED: u64 = 2;
+const CLOSED: u64 = 4;
+/// One park, in the epoch above the bits.
+const EPOCH: u64 = 8;
 
 /// What a notifier must do after [`WakeState::notify`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Notify {
     /// The poller is parked and this is the first notification: make the wake
-    /// system call.
-    Syscall,
+    /// system call; if it fails, [`retract`](WakeState::retract) with this.
+    Syscall(Ticket),
     /// The poller will see the notification without help.
     Nothing,
     /// The poller is gone.
     Closed,
 }
 
+/// The park a notification that must make the system call was made in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ticket(u64);
+
 #[derive(Debug)]
 pub(crate) struct WakeState {
-    state: AtomicU8,
+    state: AtomicU64,
 }
 
 impl WakeState {
     pub(crate) fn new() -> WakeState {
         WakeState {
-            state: AtomicU8::new(0),
+            state: AtomicU64::new(0),
         }
     }
 
@@ -63,15 +81,36 @@ impl WakeState {
         if prev & CLOSED != 0 {
             Notify::Closed
         } else if prev & (PARKED | NOTIFIED) == PARKED {
-            Notify::Syscall
+            Notify::Syscall(Ticket(prev))
         } else {
             Notify::Nothing
         }
     }
 
+    /// Takes back a notification whose system call failed, if the poller is
+    /// still in the park it was made in: the next notify then makes the call
+    /// again. Otherwise the poller has woken (or closed) and will look at
+    /// the slots anyway.
+    pub(crate) fn retract(&self, ticket: Ticket) {
+        let _ = self
+            .state
+            .compare_exchange(ticket.0 | NOTIFIED, ticket.0, AcqRel, Relaxed);
+    }
+
     /// Whether a notification is waiting; cheap enough for a spin loop.
     pub(crate) fn is_notified(&self) -> bool {
         self.state.load(Acquire) & NOTIFIED != 0
+    }
+
+    /// Whether a notification is waiting or the poller is gone: either way
+    /// a wake need do nothing more.
+    pub(crate) fn is_notified_or_closed(&self) -> bool {
+        self.state.load(Acquire) & (NOTIFIED | CLOSED) != 0
+    }
+
+    /// Whether the poller is gone.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.load(Acquire) & CLOSED != 0
     }
 
     /// Whether the poller is parked (about to block, or blocked).
@@ -83,15 +122,21 @@ impl WakeState {
     /// state alone, when a notification is already waiting: the poller must
     /// then not block.
     pub(crate) fn park(&self) -> bool {
+        let s = self.state.load(Relaxed);
+        if s & (PARKED | NOTIFIED | CLOSED) != 0 {
+            return false;
+        }
+        // Only a notify can change the word meanwhile, and then the park
+        // must fail.
         self.state
-            .compare_exchange(0, PARKED, AcqRel, Acquire)
+            .compare_exchange(s, s.wrapping_add(EPOCH) | PARKED, AcqRel, Acquire)
             .is_ok()
     }
 
     /// Ends a wait (whether or not it parked). Returns whether a notification
     /// arrived, in which case the poller must look at every slot.
     pub(crate) fn unpark(&self) -> bool {
-        self.state.fetch_and(CLOSED, AcqRel) & NOTIFIED != 0
+        self.state.fetch_and(!(PARKED | NOTIFIED), AcqRel) & NOTIFIED != 0
     }
 
     /// Marks the poller gone: every later notify returns [`Notify::Closed`].
@@ -171,10 +216,27 @@ mod loom_models {
         kernel: Kernel,
     }
 
-    fn wake(world: &World, slot: usize) {
-        if world.slots[slot].set() && world.state.notify() == Notify::Syscall {
-            world.kernel.write();
+    /// One `Waker::wake`, as `waker.rs` makes it; `fail` makes its system
+    /// call fail. Returns false for a failed wake, which the caller retries.
+    fn try_wake(world: &World, slot: usize, fail: bool) -> bool {
+        if !world.slots[slot].set() && world.state.is_notified_or_closed() {
+            return true;
         }
+        match world.state.notify() {
+            Notify::Syscall(ticket) if fail => {
+                world.state.retract(ticket);
+                false
+            }
+            Notify::Syscall(_) => {
+                world.kernel.write();
+                true
+            }
+            Notify::Nothing | Notify::Closed => true,
+        }
+    }
+
+    fn wake(world: &World, slot: usize) {
+        assert!(try_wake(world, slot, false));
     }
 
     /// The poller: loops until it has seen both wakers' tokens, blocking in
@@ -247,6 +309,70 @@ mod loom_models {
         });
     }
 
+    /// A waker whose system call fails retries; another waker's wake that
+    /// coalesced onto the failed one is not lost either.
+    #[test]
+    fn loom_a_failed_wake_system_call_is_made_again_by_the_next_wake() {
+        // Three threads and a retry: bounded to three preemptions, which
+        // still puts a failed call and its retract between every pair of
+        // the poller's steps.
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.check(|| {
+            let world = world();
+            let failing = {
+                let world = Arc::clone(&world);
+                loom::thread::spawn(move || {
+                    if !try_wake(&world, 0, true) {
+                        wake(&world, 0);
+                    }
+                })
+            };
+            let other = {
+                let world = Arc::clone(&world);
+                loom::thread::spawn(move || wake(&world, 1))
+            };
+            let blocked = poll_until_both_seen(&world);
+            failing.join().unwrap();
+            other.join().unwrap();
+            let writes = world.kernel.writes.load(Relaxed);
+            assert!(writes <= blocked, "{writes} writes, {blocked} parks");
+        });
+    }
+
+    /// Two clones of one waker (one slot): the second finds the slot
+    /// pending while the first's system call fails; whichever retries, the
+    /// poller is woken.
+    #[test]
+    fn loom_a_wake_on_a_slot_left_pending_by_a_failed_call_notifies_again() {
+        // Three threads and a retry: bounded to three preemptions, which
+        // still puts a failed call and its retract between every pair of
+        // the poller's steps.
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.check(|| {
+            let world = world();
+            let failing = {
+                let world = Arc::clone(&world);
+                loom::thread::spawn(move || {
+                    if !try_wake(&world, 0, true) {
+                        wake(&world, 0);
+                    }
+                })
+            };
+            let clone = {
+                let world = Arc::clone(&world);
+                loom::thread::spawn(move || {
+                    wake(&world, 0);
+                    wake(&world, 1);
+                })
+            };
+            poll_until_both_seen(&world);
+            failing.join().unwrap();
+            clone.join().unwrap();
+        });
+    }
+
     #[test]
     fn loom_a_wake_after_close_reports_closed() {
         loom::model(|| {
@@ -258,7 +384,7 @@ mod loom_models {
             let first = world.state.notify();
             closer.join().unwrap();
             assert_eq!(world.state.notify(), Notify::Closed);
-            assert_ne!(first, Notify::Syscall);
+            assert!(!matches!(first, Notify::Syscall(_)));
         });
     }
 }
@@ -281,12 +407,30 @@ mod tests {
     fn only_the_first_notify_of_a_park_needs_a_syscall() {
         let s = WakeState::new();
         assert!(s.park());
-        assert_eq!(s.notify(), Notify::Syscall);
+        assert!(matches!(s.notify(), Notify::Syscall(_)));
         for _ in 0..10 {
             assert_eq!(s.notify(), Notify::Nothing);
         }
         assert!(s.unpark());
         assert!(!s.unpark());
+    }
+
+    #[test]
+    fn a_retracted_notify_makes_the_next_one_call_again_but_only_in_its_park() {
+        let s = WakeState::new();
+        assert!(s.park());
+        let Notify::Syscall(ticket) = s.notify() else {
+            panic!("the first notify of a park calls")
+        };
+        s.retract(ticket);
+        assert!(!s.is_notified());
+        assert!(matches!(s.notify(), Notify::Syscall(_)));
+        // A ticket from an earlier park changes nothing.
+        assert!(s.unpark());
+        assert!(s.park());
+        assert!(matches!(s.notify(), Notify::Syscall(_)));
+        s.retract(ticket);
+        assert!(s.is_notified());
     }
 
     #[test]

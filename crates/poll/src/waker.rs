@@ -46,7 +46,7 @@ pub struct Waker {
 struct Inner {
     slot: Arc<WakerSlot>,
     shared: Arc<Shared>,
-    sender: MsgSender,
+    sender: Option<MsgSender>,
 }
 
 impl Waker {
@@ -54,16 +54,24 @@ impl Waker {
     ///
     /// # Errors
     ///
-    /// [`io::ErrorKind::InvalidInput`] if `token` is `Token(usize::MAX)` or
-    /// already used by a waker or registration of this poller.
+    /// * [`io::ErrorKind::InvalidInput`] if `token` is `Token(usize::MAX)` or
+    ///   already used by another waker of this poller. Tokens of
+    ///   registrations are not checked (a registration whose file was closed
+    ///   is never seen to go): choose waker tokens apart from them.
+    /// * On the [`MsgRing`](crate::UringWake::MsgRing) path, the OS error if
+    ///   the waker's own ring cannot be made (`EMFILE`, `ENOMEM`): it is made
+    ///   here, so that a waker that exists can always wake.
+    /// * [`Forked`](crate::Forked) in a child process.
     pub fn new(poller: &Poller, token: Token) -> io::Result<Waker> {
         let shared = Arc::clone(poller.shared());
+        shared.check_fork()?;
+        let sender = shared.signal.new_sender()?;
         let slot = shared.add_waker(token)?;
         Ok(Waker {
             inner: Arc::new(Inner {
                 slot,
                 shared,
-                sender: MsgSender::default(),
+                sender,
             }),
         })
     }
@@ -72,25 +80,30 @@ impl Waker {
     ///
     /// # Errors
     ///
-    /// [`io::ErrorKind::NotConnected`] once the poller has been dropped; the
-    /// OS error if the wake system call fails.
+    /// * [`io::ErrorKind::NotConnected`] once the poller has been dropped;
+    /// * [`Forked`](crate::Forked) in a child process;
+    /// * the OS error if the wake system call fails. Nothing is then left
+    ///   half-done: no wake is on its way, and the next wake (a retry, or any
+    ///   other waker's) makes the call again and delivers this one too.
     pub fn wake(&self) -> io::Result<()> {
         let inner = &*self.inner;
+        let shared = &*inner.shared;
+        shared.check_fork()?;
         let slot = &*inner.slot;
         slot.wakes.fetch_add(1, Relaxed);
-        if !slot.pending.set() {
-            // Already pending: whoever set it has notified, or is about to.
+        if !slot.pending.set() && shared.state.is_notified_or_closed() {
+            // Already pending, and the poller has been told (or is gone).
+            if shared.state.is_closed() {
+                return Err(not_connected());
+            }
             return Ok(());
         }
-        match inner.shared.notify(&inner.sender)? {
+        match shared.notify(inner.sender.as_ref())? {
             Notify::Closed => {
                 slot.pending.take();
-                Err(io::Error::new(
-                    io::ErrorKind::NotConnected,
-                    "the poller of this waker has been dropped",
-                ))
+                Err(not_connected())
             }
-            Notify::Syscall | Notify::Nothing => Ok(()),
+            Notify::Syscall(_) | Notify::Nothing => Ok(()),
         }
     }
 
@@ -98,6 +111,13 @@ impl Waker {
     pub fn token(&self) -> Token {
         self.inner.slot.token
     }
+}
+
+fn not_connected() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the poller of this waker has been dropped",
+    )
 }
 
 impl Drop for Inner {

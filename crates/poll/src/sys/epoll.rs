@@ -1,4 +1,4 @@
-//! The epoll backend.
+//! The epoll backend, and the registration set of the io_uring backend.
 //!
 //! Level-triggered for registrations; the wake fd is registered
 //! edge-triggered and never read on the loop side (a pipe is drained when it
@@ -33,14 +33,18 @@ pub(crate) struct EpollDriver {
 unsafe impl Send for EpollDriver {}
 
 impl Epoll {
-    pub(crate) fn new(wake: BorrowedFd<'_>) -> io::Result<Epoll> {
+    /// An epoll set; with `wake`, that fd is in it too, edge-triggered,
+    /// reported as the wake signal.
+    pub(crate) fn new(wake: Option<BorrowedFd<'_>>) -> io::Result<Epoll> {
         let ep = epoll::create(CreateFlags::CLOEXEC)?;
-        epoll::add(
-            &ep,
-            wake,
-            EventData::new_u64(WAKE_KEY),
-            EventFlags::IN | EventFlags::ET,
-        )?;
+        if let Some(wake) = wake {
+            epoll::add(
+                &ep,
+                wake,
+                EventData::new_u64(WAKE_KEY),
+                EventFlags::IN | EventFlags::ET,
+            )?;
+        }
         Ok(Epoll { ep })
     }
 

@@ -1,7 +1,9 @@
 //! The backends. Each provides, for the poller:
 //!
 //! * `register`, `reregister`, `deregister`, callable from any thread, which
-//!   fail at once with `EBADF`, `AlreadyExists` or `NotFound`;
+//!   fail at once with `EBADF`, `AlreadyExists` or `NotFound`: both keep
+//!   registrations in an epoll set, so an fd's life is the kernel's epoll
+//!   rules on both;
 //! * `wait`, called by the one polling thread with the wake state parked (or
 //!   not), which fills the events' room with level-triggered readiness and
 //!   says whether the wake signal fired.
@@ -11,7 +13,8 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, Once, RwLock};
 use std::time::Duration;
 
 use rouse_sys::{WakeFd, WakeKind};
@@ -29,24 +32,30 @@ pub(crate) struct WaitOutcome {
     pub(crate) woke: bool,
 }
 
-/// How a waker (or a registration from another thread) interrupts a wait.
+/// How a waker interrupts a wait.
 #[derive(Debug)]
 pub(crate) enum Signal {
     /// Write to a wake fd that the backend polls.
     Fd(WakeFd),
     /// Post a completion straight to the poller's ring (`IORING_OP_MSG_RING`).
-    /// `target` is a duplicate of the ring's fd, so that a message sent while
-    /// the poller is being dropped still reaches a live ring.
-    MsgRing { target: OwnedFd },
+    /// `target` is a duplicate of the fd of the ring the poller waits on,
+    /// replaced when the poller makes a new ring on another thread; being a
+    /// duplicate, a message sent while the poller is dropped still reaches
+    /// a live ring.
+    MsgRing { target: RwLock<OwnedFd> },
 }
 
 impl Signal {
-    /// Makes the poller's wait return. `sender` is the caller's own ring for
-    /// the message path (created on first use).
-    pub(crate) fn send(&self, sender: &MsgSender) -> io::Result<()> {
+    /// Makes the poller's wait return. `sender` is the caller's own ring,
+    /// which the message path needs.
+    pub(crate) fn send(&self, sender: Option<&MsgSender>) -> io::Result<()> {
         match self {
             Signal::Fd(fd) => fd.wake(),
-            Signal::MsgRing { target } => sender.send(target.as_fd()),
+            Signal::MsgRing { target } => {
+                let sender = sender.expect("a waker on the message path has a ring");
+                let target = target.read().unwrap_or_else(|e| e.into_inner());
+                sender.send(target.as_fd())
+            }
         }
     }
 
@@ -58,12 +67,23 @@ impl Signal {
             _ => Ok(()),
         }
     }
+
+    /// A waker's own sender, if this path needs one: made now, so that a
+    /// waker that cannot have one (no descriptors left) fails when it is
+    /// made rather than in a later `wake`.
+    pub(crate) fn new_sender(&self) -> io::Result<Option<MsgSender>> {
+        match self {
+            Signal::Fd(_) => Ok(None),
+            Signal::MsgRing { .. } => Ok(Some(MsgSender {
+                ring: Mutex::new(io_uring::IoUring::new(2)?),
+            })),
+        }
+    }
 }
 
 /// A small ring of a waker's own, from which it messages the poller's ring.
-#[derive(Default)]
 pub(crate) struct MsgSender {
-    ring: Mutex<Option<io_uring::IoUring>>,
+    ring: Mutex<io_uring::IoUring>,
 }
 
 impl std::fmt::Debug for MsgSender {
@@ -74,13 +94,55 @@ impl std::fmt::Debug for MsgSender {
 
 impl MsgSender {
     fn send(&self, target: BorrowedFd<'_>) -> io::Result<()> {
-        let mut guard = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-        let ring = match &mut *guard {
-            Some(ring) => ring,
-            none => none.insert(io_uring::IoUring::new(2)?),
-        };
-        uring::send_msg(ring, target)
+        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        uring::send_msg(&mut ring, target)
     }
+}
+
+/// Forks seen by this process's children: each child's count is one more
+/// than its parent's was when it forked.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn count_fork_in_child() {
+    // Async-signal-safe: one atomic add.
+    FORKS.fetch_add(1, Relaxed);
+}
+
+/// The fork count of this process, for a poller to remember at creation.
+/// Counting starts with the first call.
+pub(crate) fn fork_generation() -> io::Result<u64> {
+    static INSTALL: Once = Once::new();
+    let mut result = 0;
+    INSTALL.call_once(|| {
+        // SAFETY: registers a child handler that only increments an atomic;
+        // the function lives for the whole program.
+        result = unsafe { libc::pthread_atfork(None, None, Some(count_fork_in_child)) };
+    });
+    if result != 0 {
+        return Err(io::Error::from_raw_os_error(result));
+    }
+    Ok(current_forks())
+}
+
+/// The fork count now: one relaxed load.
+#[inline]
+pub(crate) fn current_forks() -> u64 {
+    FORKS.load(Relaxed)
+}
+
+/// A small, process-unique id for the calling thread, never 0.
+pub(crate) fn thread_id() -> u64 {
+    use std::cell::Cell;
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static ID: Cell<u64> = const { Cell::new(0) };
+    }
+    ID.with(|id| {
+        if id.get() == 0 {
+            id.set(NEXT.fetch_add(1, Relaxed));
+        }
+        id.get()
+    })
 }
 
 pub(crate) fn timespec(d: Duration) -> rustix::event::Timespec {

@@ -1,38 +1,53 @@
 //! The io_uring backend.
 //!
-//! Readiness comes from one-shot `IORING_OP_POLL_ADD` requests, re-armed after
-//! each completion has been reported, which gives the same level-triggered
-//! behaviour as the epoll backend. The wake signal is either a multishot
-//! `POLL_ADD` on the wake fd (never read, for an eventfd) or a completion
-//! posted by another ring with `IORING_OP_MSG_RING`.
+//! Registrations live in an epoll set, made and changed with `epoll_ctl`
+//! exactly as on the epoll backend, so that an fd's whole life behaves the
+//! same on both: a file closed without `deregister` leaves the set when its
+//! last descriptor goes, a new file on a reused number is a new
+//! registration, a `dup` keeps a registration alive, and a registration made
+//! from any thread takes effect at once, with no request to hand over.
 //!
-//! Only the polling thread touches the ring. Registrations made from any
-//! thread go into a table and a list of intents, which the polling thread
-//! turns into requests before each wait; a registration made while the poller
-//! is blocked interrupts the wait through the wake signal.
+//! The ring does the waiting. One `IORING_OP_EPOLL_WAIT` on the set is kept
+//! in flight, beside the wake signal: a multishot `IORING_OP_POLL_ADD` on the
+//! wake fd (never read, for an eventfd), or completions posted by wakers'
+//! rings with `IORING_OP_MSG_RING`. One `io_uring_enter` per wait submits
+//! what is needed and waits, with the timeout carried in the same call.
+//!
+//! The ring is set up with `IORING_SETUP_SINGLE_ISSUER` and
+//! `IORING_SETUP_DEFER_TASKRUN`: the kernel completes requests only inside
+//! the owning thread's `io_uring_enter`. So the `EPOLL_WAIT` reads the set
+//! when the poller waits, never earlier: a file made ready and drained
+//! between two polls is not reported. The ring belongs to the thread that
+//! polls; when a poller is moved and polled from another thread, it makes a
+//! new ring there (the registrations, in the epoll set, are untouched), and
+//! the old one, with whatever the kernel does to the requests of a thread
+//! that exits, is dropped unread.
 
-use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use rustix::io::Errno;
 
-use super::{WAKE_KEY, WaitOutcome};
+use super::epoll::Epoll;
+use super::{Signal, WAKE_KEY, WaitOutcome, thread_id};
 use crate::event::{Event, Events, flags};
 use crate::{Interest, Token};
 
 /// user_data of the message another ring posts to wake this one.
 const MSG_KEY: u64 = u64::MAX - 1;
-/// user_data of `POLL_REMOVE` requests, whose own completions are ignored.
+/// user_data of `ASYNC_CANCEL` requests, whose own completions are ignored.
 const CANCEL_KEY: u64 = u64::MAX - 2;
-/// Generations stay below this, so that registration keys never reach the
-/// reserved values above.
-const GEN_MASK: u32 = 0x7fff_ffff;
 
-const RING_ENTRIES: u32 = 256;
+/// Submission queue entries: an `EPOLL_WAIT`, a cancel, the wake poll.
+const RING_ENTRIES: u32 = 8;
+/// The most events one `EPOLL_WAIT` returns. A poll with more room reports
+/// at most this many fd events; the rest, being level-triggered, are
+/// reported by the next poll.
+const EPOLL_BATCH: usize = 1024;
+
+const IORING_ENTER_GETEVENTS: u32 = 1;
 
 /// Which signal wakes the ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,123 +58,101 @@ pub(crate) enum WakeVia {
     Msg,
 }
 
+/// The registration side: any thread.
 #[derive(Debug)]
 pub(crate) struct Uring {
-    table: Mutex<Table>,
+    set: Epoll,
 }
 
-/// The polling thread's side: the ring itself.
+/// The polling side: the ring, owned by the thread that polls.
 pub(crate) struct UringDriver {
+    // Dropped before `buf`: once the ring is closed, the kernel cancels its
+    // requests rather than complete them.
     ring: IoUring,
+    /// The thread the ring belongs to; 0 while it is not yet enabled.
+    owner: u64,
     wake: WakeVia,
     wake_armed: bool,
+    /// The generation of the `EPOLL_WAIT` in flight, and its room.
+    in_flight: Option<(u64, u32)>,
+    generation: u64,
+    /// Where the kernel writes what an `EPOLL_WAIT` returns; only while one
+    /// is in flight.
+    buf: Box<[libc::epoll_event]>,
 }
 
 impl std::fmt::Debug for UringDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UringDriver")
             .field("ring", &self.ring.as_raw_fd())
+            .field("owner", &self.owner)
             .field("wake", &self.wake)
+            .field("in_flight", &self.in_flight)
             .finish()
     }
 }
 
-#[derive(Debug, Default)]
-struct Table {
-    slots: Vec<Slot>,
-    free: Vec<u32>,
-    by_fd: HashMap<RawFd, u32>,
-    intents: Vec<Intent>,
-}
-
-#[derive(Debug)]
-struct Slot {
-    fd: RawFd,
-    /// The file's identity when registered: a new file that reuses the number
-    /// is not the same registration.
-    ident: (u64, u64),
-    token: Token,
-    mask: u32,
-    generation: u32,
-    live: bool,
-    /// A `POLL_ADD` for the current generation is in the kernel.
-    armed: bool,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Intent {
-    Arm { slot: u32, generation: u32 },
-    Cancel { key: u64 },
-}
-
-fn key(slot: u32, generation: u32) -> u64 {
-    (u64::from(generation) << 32) | u64::from(slot)
-}
-
-fn unkey(key: u64) -> (u32, u32) {
-    (key as u32, (key >> 32) as u32)
-}
-
-fn ident(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
-    let st = rustix::fs::fstat(fd)?;
-    Ok((st.st_dev, st.st_ino))
+/// Sets up a ring for the backend: disabled until a thread takes it, or
+/// enabled now for the calling thread.
+fn new_ring(disabled: bool) -> io::Result<IoUring> {
+    let mut builder = IoUring::builder();
+    builder.setup_single_issuer().setup_defer_taskrun();
+    if disabled {
+        builder.setup_r_disabled();
+    }
+    builder
+        .build(RING_ENTRIES)
+        .map_err(|e| match Errno::from_io_error(&e) {
+            // Out of descriptors or memory: the caller's problem, not the kernel's.
+            Some(Errno::MFILE | Errno::NFILE | Errno::NOMEM) => e,
+            Some(Errno::INVAL) => unsupported(&format!(
+                "io_uring_setup refused IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN \
+             (Linux 6.1): {e}"
+            )),
+            _ => unsupported(&format!("io_uring_setup failed: {e}")),
+        })
 }
 
 impl Uring {
-    /// Sets up a ring and checks that it can do what the backend needs.
+    /// Sets up the registration set and a ring, and checks that the kernel
+    /// can do what the backend needs.
     pub(crate) fn new(wake: WakeVia) -> io::Result<(Uring, UringDriver)> {
-        let ring = match IoUring::builder().setup_coop_taskrun().build(RING_ENTRIES) {
-            Ok(ring) => ring,
-            // COOP_TASKRUN arrived in 5.19; it only saves interrupts.
-            Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {
-                IoUring::new(RING_ENTRIES)?
-            }
-            Err(e) => return Err(e),
-        };
+        let ring = new_ring(true)?;
         if !ring.params().is_feature_ext_arg() {
             return Err(unsupported(
                 "the kernel lacks IORING_FEAT_EXT_ARG (Linux 5.11) for wait timeouts",
             ));
         }
-        if wake == WakeVia::Msg {
-            let mut probe = io_uring::Probe::new();
-            ring.submitter().register_probe(&mut probe)?;
-            if !probe.is_supported(opcode::MsgRingData::CODE)
-                || !ring.params().is_feature_skip_cqe_on_success()
-            {
-                return Err(unsupported(
-                    "the kernel lacks IORING_OP_MSG_RING or CQE_SKIP_SUCCESS (Linux 5.18)",
-                ));
-            }
+        let mut probe = io_uring::Probe::new();
+        ring.submitter()
+            .register_probe(&mut probe)
+            .map_err(|e| unsupported(&format!("IORING_REGISTER_PROBE failed: {e}")))?;
+        if !probe.is_supported(opcode::EpollWait::CODE) {
+            return Err(unsupported(
+                "the kernel lacks IORING_OP_EPOLL_WAIT (Linux 6.15)",
+            ));
         }
-        let mut driver = UringDriver {
+        if wake == WakeVia::Msg
+            && (!probe.is_supported(opcode::MsgRingData::CODE)
+                || !ring.params().is_feature_skip_cqe_on_success())
+        {
+            return Err(unsupported(
+                "the kernel lacks IORING_OP_MSG_RING or CQE_SKIP_SUCCESS (Linux 5.18)",
+            ));
+        }
+        let set = Epoll::new(None)?;
+        // SAFETY: epoll_event is plain integers; all zeroes is a valid value.
+        let zeroed: libc::epoll_event = unsafe { std::mem::zeroed() };
+        let driver = UringDriver {
             ring,
+            owner: 0,
             wake,
             wake_armed: false,
+            in_flight: None,
+            generation: 0,
+            buf: vec![zeroed; EPOLL_BATCH].into_boxed_slice(),
         };
-        driver.arm_wake()?;
-        driver.ring.submit()?;
-        // A kernel without multishot poll fails the request at once.
-        if let Some(cqe) = driver.ring.completion().next() {
-            if cqe.user_data() == WAKE_KEY && cqe.result() < 0 {
-                let err = io::Error::from_raw_os_error(-cqe.result());
-                return Err(unsupported(&format!(
-                    "multishot IORING_OP_POLL_ADD failed: {err}"
-                )));
-            }
-        }
-        Ok((
-            Uring {
-                table: Mutex::new(Table::default()),
-            },
-            driver,
-        ))
-    }
-
-    fn table(&self) -> MutexGuard<'_, Table> {
-        // The table is left consistent at every unlock; a panic elsewhere
-        // does not make it unusable.
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
+        Ok((Uring { set }, driver))
     }
 
     pub(crate) fn register(
@@ -168,20 +161,7 @@ impl Uring {
         token: Token,
         interest: Interest,
     ) -> io::Result<()> {
-        let id = ident(fd)?;
-        let raw = fd.as_raw_fd();
-        let mut t = self.table();
-        if let Some(&slot) = t.by_fd.get(&raw) {
-            if t.slots[slot as usize].ident == id {
-                return Err(super::already_registered(fd));
-            }
-            // The registered file was closed and the number reused.
-            t.remove(slot);
-        }
-        let slot = t.insert(raw, id, token, interest.poll_mask());
-        let generation = t.slots[slot as usize].generation;
-        t.intents.push(Intent::Arm { slot, generation });
-        Ok(())
+        self.set.register(fd, token, interest)
     }
 
     pub(crate) fn reregister(
@@ -190,65 +170,53 @@ impl Uring {
         token: Token,
         interest: Interest,
     ) -> io::Result<()> {
-        let mut t = self.table();
-        let slot = t.lookup(fd)?;
-        t.retire(slot);
-        let s = &mut t.slots[slot as usize];
-        s.token = token;
-        s.mask = interest.poll_mask();
-        let generation = s.generation;
-        t.intents.push(Intent::Arm { slot, generation });
-        Ok(())
+        self.set.reregister(fd, token, interest)
     }
 
     pub(crate) fn deregister(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
-        let mut t = self.table();
-        let slot = t.lookup(fd)?;
-        t.remove(slot);
-        Ok(())
+        self.set.deregister(fd)
     }
 
-    /// Submits what is pending, waits up to `timeout` for a completion, and
-    /// reaps completions into `events`' room.
+    /// Submits what is needed, waits up to `timeout` for a completion, and
+    /// reaps every completion, reporting fd events as `events`' room allows.
     pub(crate) fn wait(
         &self,
         driver: &mut UringDriver,
+        signal: &Signal,
         events: &mut Events,
         timeout: Option<Duration>,
     ) -> io::Result<WaitOutcome> {
+        driver.own(signal)?;
         if !driver.wake_armed {
             driver.arm_wake()?;
         }
-        {
-            let mut t = self.table();
-            let intents = std::mem::take(&mut t.intents);
-            for intent in &intents {
-                match *intent {
-                    Intent::Arm { slot, generation } => {
-                        let s = &mut t.slots[slot as usize];
-                        if s.live && s.generation == generation && !s.armed {
-                            s.armed = true;
-                            let sqe = opcode::PollAdd::new(types::Fd(s.fd), s.mask)
-                                .build()
-                                .user_data(key(slot, generation));
-                            driver.push(&sqe)?;
-                        }
-                    }
-                    Intent::Cancel { key } => {
-                        driver.push(&opcode::PollRemove::new(key).build().user_data(CANCEL_KEY))?;
-                    }
-                }
+        let room = events.room().min(EPOLL_BATCH) as u32;
+        match driver.in_flight {
+            Some((_, max)) if max <= room => {}
+            Some((generation, _)) => {
+                // It could return more than there is room for now: ask again.
+                driver.push(
+                    &opcode::AsyncCancel::new(generation)
+                        .build()
+                        .user_data(CANCEL_KEY),
+                )?;
+                driver.submit_epoll_wait(&self.set, room)?;
             }
-            // Hand the (now empty) buffer back to keep its allocation.
-            t.intents = intents;
-            t.intents.clear();
+            None => driver.submit_epoll_wait(&self.set, room)?,
         }
 
-        let ready = !driver.ring.completion().is_empty();
-        let submitter = driver.ring.submitter();
+        let ring = &mut driver.ring;
+        // Completions already waiting (or no time to wait): run the ring's
+        // deferred work and reap, without blocking.
+        let nonblocking = timeout == Some(Duration::ZERO) || !ring.completion().is_empty();
+        let to_submit = ring.submission().len() as u32;
+        let submitter = ring.submitter();
         let r = match timeout {
-            _ if ready => submitter.submit(),
-            Some(Duration::ZERO) => submitter.submit(),
+            _ if nonblocking => {
+                // SAFETY: no argument is passed; GETEVENTS with no minimum
+                // runs the ring's deferred completions and returns.
+                unsafe { submitter.enter::<()>(to_submit, 0, IORING_ENTER_GETEVENTS, None) }
+            }
             None => submitter.submit_and_wait(1),
             Some(t) => {
                 let ts = types::Timespec::new()
@@ -266,123 +234,98 @@ impl Uring {
                 _ => return Err(e),
             },
         }
-        self.reap(driver, events)
+        driver.reap(events)
+    }
+}
+
+impl UringDriver {
+    /// Makes the ring the calling thread's: enables it on first use, and
+    /// replaces it with a new one when another thread polls. A failure
+    /// (no descriptors for a new ring, say) changes nothing.
+    fn own(&mut self, signal: &Signal) -> io::Result<()> {
+        let me = thread_id();
+        if self.owner == me {
+            return Ok(());
+        }
+        if self.owner == 0 {
+            self.ring.submitter().register_enable_rings()?;
+        } else {
+            let ring = new_ring(false)?;
+            if let Signal::MsgRing { target } = signal {
+                let fd = rustix::io::fcntl_dupfd_cloexec(ring.as_fd(), 0)?;
+                *target.write().unwrap_or_else(|e| e.into_inner()) = fd;
+            }
+            // The old ring and its requests go; the buffer is not in use.
+            self.ring = ring;
+            self.in_flight = None;
+            self.wake_armed = false;
+        }
+        self.owner = me;
+        Ok(())
     }
 
-    fn reap(&self, driver: &mut UringDriver, events: &mut Events) -> io::Result<WaitOutcome> {
+    fn submit_epoll_wait(&mut self, set: &Epoll, room: u32) -> io::Result<()> {
+        self.generation += 1;
+        let generation = self.generation;
+        let sqe = opcode::EpollWait::new(
+            types::Fd(set.as_fd().as_raw_fd()),
+            self.buf.as_mut_ptr().cast(),
+            room,
+        )
+        .build()
+        .user_data(generation);
+        self.push(&sqe)?;
+        self.in_flight = Some((generation, room));
+        Ok(())
+    }
+
+    fn reap(&mut self, events: &mut Events) -> io::Result<WaitOutcome> {
         let mut out = WaitOutcome::default();
-        let mut table: Option<MutexGuard<'_, Table>> = None;
-        let mut cq = driver.ring.completion();
-        while !events.is_full() {
-            let Some(cqe) = cq.next() else { break };
+        let mut failed = None;
+        let mut cq = self.ring.completion();
+        for cqe in &mut cq {
             match cqe.user_data() {
                 WAKE_KEY => {
                     out.woke = true;
                     if !cqueue::more(cqe.flags()) {
-                        driver.wake_armed = false;
+                        self.wake_armed = false;
                     }
                 }
                 MSG_KEY => out.woke = true,
                 CANCEL_KEY => {}
-                k => {
-                    let t = table.get_or_insert_with(|| self.table());
-                    let (slot, generation) = unkey(k);
-                    let Some(s) = t.slots.get_mut(slot as usize) else {
+                generation => {
+                    // A cancelled, older request's results are not read: the
+                    // newer one reads the set again.
+                    if self.in_flight.map(|(g, _)| g) != Some(generation) {
                         continue;
-                    };
-                    if !s.live || s.generation != generation {
-                        continue; // a completion of a retired registration
                     }
-                    s.armed = false;
-                    let mask = if cqe.result() < 0 {
-                        flags::ERR
-                    } else {
-                        cqe.result() as u32
-                    };
-                    events.push(Event::from_mask(s.token, mask));
-                    // Level-triggered: ask again before the next wait.
-                    t.intents.push(Intent::Arm { slot, generation });
+                    self.in_flight = None;
+                    let n = cqe.result();
+                    if n < 0 {
+                        // Cancelled by the kernel, say: asked again next wait.
+                        if n != -Errno::CANCELED.raw_os_error() {
+                            failed = Some(io::Error::from_raw_os_error(-n));
+                        }
+                        continue;
+                    }
+                    for ev in &self.buf[..n as usize] {
+                        // Copies out of the packed struct.
+                        let (data, mask) = (ev.u64, ev.events);
+                        if events.is_full() {
+                            // Level-triggered: reported by the next poll.
+                            break;
+                        }
+                        events.push(Event::from_mask(Token(data as usize), mask));
+                    }
                 }
             }
         }
         cq.sync();
         drop(cq);
-        if !driver.wake_armed {
-            driver.arm_wake()?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
         }
-        Ok(out)
-    }
-}
-
-impl Table {
-    fn insert(&mut self, fd: RawFd, ident: (u64, u64), token: Token, mask: u32) -> u32 {
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                let s = &mut self.slots[slot as usize];
-                s.fd = fd;
-                s.ident = ident;
-                s.token = token;
-                s.mask = mask;
-                s.live = true;
-                s.armed = false;
-                slot
-            }
-            None => {
-                self.slots.push(Slot {
-                    fd,
-                    ident,
-                    token,
-                    mask,
-                    generation: 0,
-                    live: true,
-                    armed: false,
-                });
-                (self.slots.len() - 1) as u32
-            }
-        };
-        self.by_fd.insert(fd, slot);
-        slot
-    }
-
-    /// The live slot of `fd`, which must still be the file registered.
-    fn lookup(&mut self, fd: BorrowedFd<'_>) -> io::Result<u32> {
-        let id = ident(fd)?;
-        let Some(&slot) = self.by_fd.get(&fd.as_raw_fd()) else {
-            return Err(super::not_registered(fd));
-        };
-        if self.slots[slot as usize].ident != id {
-            // The registered file is gone; this is another one.
-            self.remove(slot);
-            return Err(super::not_registered(fd));
-        }
-        Ok(slot)
-    }
-
-    /// Moves a slot to a new generation, cancelling its request in the kernel.
-    fn retire(&mut self, slot: u32) {
-        let s = &mut self.slots[slot as usize];
-        if s.armed {
-            s.armed = false;
-            self.intents.push(Intent::Cancel {
-                key: key(slot, s.generation),
-            });
-        }
-        s.generation = (s.generation + 1) & GEN_MASK;
-    }
-
-    fn remove(&mut self, slot: u32) {
-        self.retire(slot);
-        let s = &mut self.slots[slot as usize];
-        s.live = false;
-        self.by_fd.remove(&s.fd);
-        self.free.push(slot);
-    }
-}
-
-impl UringDriver {
-    /// The ring's fd, for `IORING_OP_MSG_RING` senders.
-    pub(crate) fn ring_fd(&self) -> BorrowedFd<'_> {
-        self.ring.as_fd()
     }
 
     fn arm_wake(&mut self) -> io::Result<()> {
@@ -400,9 +343,9 @@ impl UringDriver {
     /// Queues a request, submitting first if the queue is full.
     fn push(&mut self, sqe: &squeue::Entry) -> io::Result<()> {
         loop {
-            // SAFETY: the requests this backend makes (POLL_ADD, POLL_REMOVE)
-            // reference no user memory; the fds they name are checked by the
-            // kernel when the request runs.
+            // SAFETY: POLL_ADD and ASYNC_CANCEL reference no user memory;
+            // EPOLL_WAIT writes into `buf`, which outlives the ring (field
+            // order), and whose length bounds the request's room.
             if unsafe { self.ring.submission().push(sqe) }.is_ok() {
                 return Ok(());
             }
@@ -450,8 +393,5 @@ fn unsupported(why: &str) -> io::Error {
 
 /// A duplicate of the ring's fd, for message senders.
 pub(crate) fn dup_ring_fd(driver: &UringDriver) -> io::Result<OwnedFd> {
-    Ok(rustix::io::fcntl_dupfd_cloexec(
-        driver.ring_fd().as_fd(),
-        0,
-    )?)
+    Ok(rustix::io::fcntl_dupfd_cloexec(driver.ring.as_fd(), 0)?)
 }
