@@ -51,12 +51,12 @@ const ROWS: &[Row] = &[
     row(
         "wake_1cpu",
         "rouse_poll_uring_eventfd",
-        "rouse-poll io_uring, eventfd wake",
+        "rouse-poll io_uring (DEFER_TASKRUN), eventfd wake",
     ),
     row(
         "wake_1cpu",
         "rouse_poll_uring_msgring",
-        "rouse-poll io_uring, MSG_RING wake",
+        "rouse-poll io_uring (DEFER_TASKRUN), MSG_RING wake",
     ),
     row("wake_1cpu", "rouse_loop", "rouse-loop run_in_loop"),
     row(
@@ -78,12 +78,12 @@ const ROWS: &[Row] = &[
     row(
         "wake_2cpu",
         "rouse_poll_uring_eventfd",
-        "rouse-poll io_uring, eventfd wake",
+        "rouse-poll io_uring (DEFER_TASKRUN), eventfd wake",
     ),
     row(
         "wake_2cpu",
         "rouse_poll_uring_msgring",
-        "rouse-poll io_uring, MSG_RING wake",
+        "rouse-poll io_uring (DEFER_TASKRUN), MSG_RING wake",
     ),
     row("wake_2cpu", "rouse_loop", "rouse-loop run_in_loop"),
     row(

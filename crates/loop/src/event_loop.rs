@@ -176,7 +176,6 @@ impl EventLoop {
             queue: Queue::new(),
             waker,
             quit: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
             loop_thread: AtomicU64::new(thread_id()),
             next_timer: AtomicU64::new(0),
             wake_calls: AtomicU64::new(0),
@@ -251,7 +250,6 @@ impl DerefMut for EventLoop {
 
 impl Drop for EventLoop {
     fn drop(&mut self) {
-        self.cx.shared.closed.store(true, Ordering::Release);
         // Functors still queued are dropped here, on the dropping thread.
         drop(self.cx.shared.queue.close());
         self.cx.backlog.clear();
@@ -423,9 +421,14 @@ impl Ctx {
                 *removed = true;
                 Ok(())
             }
-            Some(Slot::Occupied { generation, .. }) if *generation == id.generation() => {
-                let entry = self.vacate(id.slot());
-                self.poller.deregister(entry.fd())
+            Some(Slot::Occupied {
+                generation, entry, ..
+            }) if *generation == id.generation() => {
+                // Deregistered first: if that fails (in a forked child, say),
+                // the source stays as it was.
+                self.poller.deregister(entry.fd())?;
+                drop(self.vacate(id.slot()));
+                Ok(())
             }
             _ => Err(no_source(id)),
         }
@@ -467,8 +470,10 @@ impl Ctx {
             }
             _ => return Err(no_source(id)),
         }
+        if let Some(Slot::Occupied { entry, .. }) = self.sources.get(id.slot()) {
+            self.poller.deregister(entry.fd())?;
+        }
         let entry = self.vacate(id.slot());
-        self.poller.deregister(entry.fd())?;
         Ok(*entry
             .into_io()
             .downcast::<T>()

@@ -20,8 +20,6 @@ pub(crate) struct Shared {
     pub(crate) queue: Queue<Functor>,
     pub(crate) waker: Waker,
     pub(crate) quit: AtomicBool,
-    /// Set when the loop is dropped.
-    pub(crate) closed: AtomicBool,
     /// The id (see [`thread_id`]) of the loop thread.
     pub(crate) loop_thread: AtomicU64,
     pub(crate) next_timer: AtomicU64,
@@ -32,10 +30,22 @@ pub(crate) struct Shared {
 impl Shared {
     /// Queues `f`, waking the loop if it is the first functor since the last
     /// drain.
+    ///
+    /// If the wake fails, `f` is taken back (and dropped here) unless the
+    /// loop has taken it meanwhile: an error means it will not run, and a
+    /// retry works.
     pub(crate) fn push(&self, f: Functor) -> Result<(), Error> {
         match self.queue.push(f) {
             Pushed::Queued => Ok(()),
-            Pushed::Wake => self.wake(),
+            Pushed::Wake(ticket) => self.wake().or_else(|e| match self.queue.retract(ticket) {
+                Some(f) => {
+                    drop(f);
+                    Err(e)
+                }
+                // The loop took it, so it is awake and will run it.
+                None if !self.queue.is_closed() => Ok(()),
+                None => Err(Error::LoopGone),
+            }),
             Pushed::Closed(f) => {
                 drop(f);
                 Err(Error::LoopGone)
@@ -56,9 +66,10 @@ impl Shared {
         TimerId::remote(self.next_timer.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
-    /// Whether the loop has been dropped.
+    /// Whether the loop has been dropped: once true, every call answers
+    /// [`Error::LoopGone`].
     pub(crate) fn queue_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.queue.is_closed()
     }
 
     pub(crate) fn in_loop_thread(&self) -> bool {

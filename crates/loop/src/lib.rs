@@ -74,7 +74,7 @@ pub use error::Error;
 pub use event_loop::{Ctx, EventLoop, Ready, SourceId};
 pub use handle::{IntoFunctor, LoopHandle};
 pub use pool::WorkerPool;
-pub use rouse_poll::{Backend, Interest, Poller};
+pub use rouse_poll::{Backend, Forked, Interest, Poller};
 pub use timer::TimerId;
 
 /// The README's examples (one per crate), run as doc-tests so that they stay

@@ -1,35 +1,59 @@
 //! The pending-functor queue: a mutex-guarded vector whose push says whether
 //! the loop needs waking.
 //!
-//! Only the push that finds the queue empty asks for a wake: every later push
-//! finds an item that the loop has not yet taken, and the loop takes all
-//! items at once, so the first pusher's wake covers them. The wake itself is
-//! rouse-poll's coalesced waker, which costs no system call while the loop is
-//! awake; so a burst of functors costs at most one wake call and at most one
-//! system call. The loom model below checks that no functor is stranded.
+//! Only the first push after the loop takes the queue asks for a wake: every
+//! later push finds an item that the loop has not yet taken, and the loop
+//! takes all items at once, so the first pusher's wake covers them. The wake
+//! itself is rouse-poll's coalesced waker, which costs no system call while
+//! the loop is awake; so a burst of functors costs at most one wake call and
+//! at most one system call. The loom model below checks that no functor is
+//! stranded.
+//!
+//! If that one wake fails, its pusher [`retract`](Queue::retract)s its item
+//! (unless the loop has taken it meanwhile, in which case the loop is awake
+//! and the push stands), and the next push asks for a wake again: a failed
+//! call leaves nothing half-done, and the items queued behind it go with the
+//! next wake.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::sync::Mutex;
 
 #[derive(Debug)]
 pub(crate) struct Queue<T> {
     inner: Mutex<Inner<T>>,
+    /// Set (under the lock) when the queue is closed: one answer for every
+    /// caller, whether it reads this or pushes.
+    closed: AtomicBool,
 }
 
 #[derive(Debug)]
 struct Inner<T> {
     items: Vec<T>,
     closed: bool,
+    /// A wake has been asked for since the loop last took the queue.
+    woken: bool,
+    /// Takes so far: a retract applies only before the next take.
+    takes: u64,
 }
 
 /// The outcome of a push.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Pushed<T> {
-    /// Queued; the loop must be woken.
-    Wake,
+    /// Queued; the loop must be woken. If the wake fails, pass this to
+    /// [`Queue::retract`].
+    Wake(WakeTicket),
     /// Queued; a wake is already on its way.
     Queued,
     /// The loop is gone: the item is handed back.
     Closed(T),
+}
+
+/// Where the item whose push asked for a wake is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WakeTicket {
+    takes: u64,
+    index: usize,
 }
 
 impl<T> Queue<T> {
@@ -38,7 +62,10 @@ impl<T> Queue<T> {
             inner: Mutex::new(Inner {
                 items: Vec::new(),
                 closed: false,
+                woken: false,
+                takes: 0,
             }),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -53,13 +80,28 @@ impl<T> Queue<T> {
         if q.closed {
             return Pushed::Closed(item);
         }
-        let was_empty = q.items.is_empty();
         q.items.push(item);
-        if was_empty {
-            Pushed::Wake
-        } else {
+        if q.woken {
             Pushed::Queued
+        } else {
+            q.woken = true;
+            Pushed::Wake(WakeTicket {
+                takes: q.takes,
+                index: q.items.len() - 1,
+            })
         }
+    }
+
+    /// After the wake a push asked for failed: takes its item back if the
+    /// loop has not taken it (`None` if it has), and makes the next push ask
+    /// for a wake again.
+    pub(crate) fn retract(&self, ticket: WakeTicket) -> Option<T> {
+        let mut q = self.lock();
+        if q.takes != ticket.takes || q.closed {
+            return None;
+        }
+        q.woken = false;
+        Some(q.items.remove(ticket.index))
     }
 
     /// Moves every queued item to the end of `out`.
@@ -70,7 +112,12 @@ impl<T> Queue<T> {
     /// return, holding the old vector's allocation.
     pub(crate) fn drain_into(&self, out: &mut std::collections::VecDeque<T>, spare: &mut Vec<T>) {
         debug_assert!(spare.is_empty());
-        std::mem::swap(&mut self.lock().items, spare);
+        {
+            let mut q = self.lock();
+            std::mem::swap(&mut q.items, spare);
+            q.woken = false;
+            q.takes += 1;
+        }
         out.extend(spare.drain(..));
     }
 
@@ -79,10 +126,16 @@ impl<T> Queue<T> {
         self.lock().items.len()
     }
 
+    /// Whether the queue is closed; once true, every push is refused.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// Refuses every later push and returns what was queued.
     pub(crate) fn close(&self) -> Vec<T> {
         let mut q = self.lock();
         q.closed = true;
+        self.closed.store(true, Ordering::Release);
         std::mem::take(&mut q.items)
     }
 }
@@ -140,7 +193,7 @@ mod loom_models {
                     let (q, wake) = (Arc::clone(&q), Arc::clone(&wake));
                     loom::thread::spawn(move || {
                         for i in 0..n {
-                            if q.push(base + i) == Pushed::Wake {
+                            if matches!(q.push(base + i), Pushed::Wake(_)) {
                                 wake.wake();
                             }
                         }
@@ -177,23 +230,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_push_onto_an_empty_queue_asks_for_a_wake() {
+    fn only_the_first_push_after_a_take_asks_for_a_wake() {
         let q = Queue::new();
-        assert_eq!(q.push(1), Pushed::Wake);
+        assert!(matches!(q.push(1), Pushed::Wake(_)));
         assert_eq!(q.push(2), Pushed::Queued);
         let (mut out, mut spare) = (VecDeque::new(), Vec::with_capacity(8));
         q.drain_into(&mut out, &mut spare);
         assert_eq!(out, [1, 2]);
         assert!(spare.is_empty());
-        assert_eq!(q.push(3), Pushed::Wake);
+        assert!(matches!(q.push(3), Pushed::Wake(_)));
         q.drain_into(&mut out, &mut spare);
         assert_eq!(out, [1, 2, 3]);
-        assert_eq!(q.push(4), Pushed::Wake);
+        assert!(matches!(q.push(4), Pushed::Wake(_)));
         assert_eq!(q.push(5), Pushed::Queued);
         q.drain_into(&mut out, &mut spare);
         assert_eq!(out, [1, 2, 3, 4, 5]);
-        assert_eq!(q.push(3), Pushed::Wake);
+        assert!(matches!(q.push(3), Pushed::Wake(_)));
+        assert!(!q.is_closed());
         assert_eq!(q.close(), vec![3]);
+        assert!(q.is_closed());
         assert_eq!(q.push(6), Pushed::Closed(6));
+    }
+
+    #[test]
+    fn a_retracted_push_is_gone_and_the_next_push_asks_for_a_wake_again() {
+        let q = Queue::new();
+        let Pushed::Wake(first) = q.push(1) else {
+            panic!("the first push asks for a wake")
+        };
+        assert_eq!(q.push(2), Pushed::Queued); // relied on the first's wake
+        assert_eq!(q.retract(first), Some(1));
+        let Pushed::Wake(third) = q.push(3) else {
+            panic!("after a retract the next push asks again")
+        };
+        assert_eq!(q.retract(third), Some(3));
+        assert!(matches!(q.push(4), Pushed::Wake(_)));
+        let (mut out, mut spare) = (VecDeque::new(), Vec::new());
+        q.drain_into(&mut out, &mut spare);
+        assert_eq!(out, [2, 4]);
+        // Taken by the loop before the retract: it stands.
+        let Pushed::Wake(late) = q.push(5) else {
+            panic!("first push after a take")
+        };
+        q.drain_into(&mut out, &mut spare);
+        assert_eq!(q.retract(late), None);
+        assert_eq!(out, [2, 4, 5]);
     }
 }
