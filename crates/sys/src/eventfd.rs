@@ -167,6 +167,7 @@ impl EventFd {
     ///
     /// At counter 0 a blocking eventfd sleeps until a write; a non-blocking
     /// one fails with [`io::ErrorKind::WouldBlock`]. `EINTR` is retried.
+    #[inline]
     pub fn read(&self) -> io::Result<u64> {
         let mut buf = [0u8; 8];
         let n = retry(|| rustix::io::read(&self.fd, &mut buf))?;
@@ -186,6 +187,7 @@ impl EventFd {
     ///   with [`io::ErrorKind::WouldBlock`], leaving the counter unchanged.
     ///
     /// `EINTR` is retried.
+    #[inline]
     pub fn write(&self, n: u64) -> io::Result<()> {
         if n == u64::MAX {
             return Err(io::Error::new(

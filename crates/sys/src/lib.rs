@@ -66,6 +66,7 @@ pub use pipe::Pipe;
 pub use wake::{FORCE_PIPE_ENV, WakeFd, WakeKind};
 
 /// Runs a system call until it fails with something other than `EINTR`.
+#[inline]
 fn retry<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
     loop {
         match f() {

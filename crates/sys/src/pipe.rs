@@ -65,11 +65,13 @@ impl Pipe {
     ///
     /// Any error of `write(2)` other than `EAGAIN` (which is success) and
     /// `EINTR` (which is retried).
+    #[inline]
     pub fn wake(&self) -> io::Result<()> {
         self.try_wake().map(drop)
     }
 
     /// Writes one byte; `Ok(false)` if the pipe was full.
+    #[inline]
     pub(crate) fn try_wake(&self) -> io::Result<bool> {
         match retry(|| rustix::io::write(&self.write, &[1])) {
             Ok(_) => Ok(true),
@@ -88,6 +90,7 @@ impl Pipe {
     ///
     /// Any error of `read(2)` other than `EAGAIN` (the end) and `EINTR`
     /// (retried).
+    #[inline]
     pub fn consume(&self) -> io::Result<usize> {
         let mut total = 0;
         let mut buf = [0u8; 128];
