@@ -141,6 +141,14 @@ pub fn record(id: &str, counts: Counts) {
 }
 
 /// Appends one line to `$ROUSE_BENCH_OUT/FILE`, if the variable is set.
+///
+/// # Panics
+///
+/// If the file cannot be written.
+pub fn record_line(file: &str, line: &str) {
+    append(file, line);
+}
+
 fn append(file: &str, line: &str) {
     let Some(dir) = std::env::var_os(OUT_ENV) else {
         return;
@@ -185,4 +193,78 @@ pub fn record_skip(id: &str, why: &str) {
 /// The CPUs this process may run on.
 pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A ratio measured in interleaved rounds: the median of the rounds'
+/// ratios and its interval.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ratio {
+    /// The median of the rounds' ratios.
+    pub median: f64,
+    /// The interval's lower end.
+    pub lo: f64,
+    /// The interval's upper end.
+    pub hi: f64,
+    /// How many rounds.
+    pub rounds: usize,
+}
+
+/// The median of `samples`, with a distribution-free interval of at least
+/// 95% confidence from order statistics (the whole range when there are
+/// too few samples for one).
+///
+/// # Panics
+///
+/// If `samples` is empty.
+pub fn summarize(mut samples: Vec<f64>) -> Ratio {
+    samples.sort_by(f64::total_cmp);
+    let n = samples.len();
+    let median = if n % 2 == 1 {
+        samples[n / 2]
+    } else {
+        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
+    };
+    // The largest k with P(Binomial(n, 1/2) < k) ≤ 2.5%: then
+    // [x(k), x(n+1-k)] (1-based) covers the median with ≥ 95%.
+    let mut k = 0;
+    let mut below = 0.0;
+    for i in 0..n {
+        below += binomial(n, i) / 2f64.powi(n as i32);
+        if below > 0.025 {
+            break;
+        }
+        k = i + 1;
+    }
+    let (lo, hi) = if k == 0 {
+        (samples[0], samples[n - 1])
+    } else {
+        (samples[k - 1], samples[n - k])
+    };
+    Ratio {
+        median,
+        lo,
+        hi,
+        rounds: n,
+    }
+}
+
+fn binomial(n: usize, k: usize) -> f64 {
+    (0..k).fold(1.0, |acc, i| acc * (n - i) as f64 / (i + 1) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summarize;
+
+    #[test]
+    fn the_interval_brackets_the_median_by_order_statistics() {
+        let r = summarize((1..=21).map(f64::from).collect());
+        assert_eq!(r.median, 11.0);
+        // n = 21: P(X < 6) = 1.3%, P(X < 7) = 3.9%: k = 6.
+        assert_eq!((r.lo, r.hi), (6.0, 16.0));
+        let r = summarize(vec![2.0, 1.0, 3.0]);
+        assert_eq!((r.lo, r.median, r.hi), (1.0, 2.0, 3.0));
+        let r = summarize(vec![4.0, 1.0, 3.0, 2.0]);
+        assert_eq!(r.median, 2.5);
+    }
 }

@@ -39,6 +39,15 @@ pub(crate) fn fuzz(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
         }
     }
     ensure_cargo_fuzz(sh)?;
+    let nightly = nightly_installed(sh);
+    eprintln!(
+        "xtask: cargo-fuzz needs nightly flags: {}",
+        if nightly {
+            "using the installed nightly toolchain"
+        } else {
+            "no nightly toolchain installed, so RUSTC_BOOTSTRAP=1 for the fuzz commands only"
+        }
+    );
     let root = sh.current_dir();
     let mut summary = Vec::new();
     for &target in TARGETS {
@@ -51,11 +60,7 @@ pub(crate) fn fuzz(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
         std::fs::create_dir_all(&work)?;
         let artifacts = root.join("fuzz/artifacts").join(target);
         let before = list(&artifacts);
-        // cargo-fuzz needs nightly flags (sanitizers, -Z options): allow them
-        // for this command only.
-        let mut child = Command::new("cargo")
-            .current_dir(&root)
-            .env("RUSTC_BOOTSTRAP", "1")
+        let mut child = fuzz_command(&root, nightly)
             .args(["fuzz", "run", target])
             .arg(&work)
             .arg(&seeds)
@@ -85,8 +90,10 @@ pub(crate) fn fuzz(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
         if !status.success() || !found.is_empty() {
             for artifact in &found {
                 step(&format!("minimising {}", artifact.display()));
-                let _bootstrap = sh.push_env("RUSTC_BOOTSTRAP", "1");
-                let _ = cmd!(sh, "cargo fuzz tmin {target} {artifact}").run();
+                let _ = fuzz_command(&root, nightly)
+                    .args(["fuzz", "tmin", target])
+                    .arg(artifact)
+                    .status();
             }
             bail!(
                 "{target}: a finding (kept in {}; replayed by `cargo test` as a regression once committed)",
@@ -117,9 +124,33 @@ fn ensure_cargo_fuzz(sh: &Shell) -> anyhow::Result<()> {
     {
         return Ok(());
     }
-    step("installing cargo-fuzz");
+    step("cargo-fuzz is not installed: installing it (cargo install cargo-fuzz --locked)");
     cmd!(sh, "cargo install cargo-fuzz --locked").run()?;
     Ok(())
+}
+
+/// Whether a nightly toolchain is installed (none can be fetched here).
+fn nightly_installed(sh: &Shell) -> bool {
+    cmd!(sh, "cargo +nightly --version")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_ok()
+}
+
+/// `cargo` for a cargo-fuzz command, which needs nightly flags (sanitizers,
+/// `-Z` options): on the nightly toolchain if one is installed, otherwise on
+/// this one with `RUSTC_BOOTSTRAP=1` for this command only.
+fn fuzz_command(root: &Path, nightly: bool) -> Command {
+    let mut c = Command::new("cargo");
+    c.current_dir(root);
+    if nightly {
+        c.arg("+nightly");
+    } else {
+        c.env("RUSTC_BOOTSTRAP", "1");
+    }
+    c
 }
 
 fn list(dir: &Path) -> Vec<std::path::PathBuf> {

@@ -11,12 +11,13 @@ mod bench;
 mod fuzz;
 
 const TASKS: &str = "\
-tasks:
+tasks (each answers --help):
   ci      fmt check, clippy -D warnings, tests (on each backend and on the pipe
           fallback), examples, loom models, benches in test mode, docs
-  bench   rouse beside its peers: criterion runs, syscall counts, and
-          target/rouse-bench/report.md + report.svg (see `bench --help`)
-  fuzz    the cargo-fuzz targets, on stable (see `fuzz --help`)
+  bench   rouse beside its peers: criterion runs, interleaved target ratios,
+          syscall counts, and rouse-bench/report.md + report.svg in the
+          target directory
+  fuzz    the cargo-fuzz targets (nightly if installed, else RUSTC_BOOTSTRAP)
   loom    the loom models of the wake and queue protocols";
 
 fn main() -> std::process::ExitCode {
@@ -37,7 +38,12 @@ fn run() -> anyhow::Result<()> {
     let rest: Vec<String> = args.collect();
     match task.as_deref() {
         Some("ci") => ci(&sh, &rest),
-        Some("loom") => loom(&sh),
+        Some("loom") => {
+            if no_arguments("loom", LOOM_USAGE, &rest)? {
+                loom(&sh)?;
+            }
+            Ok(())
+        }
         Some("bench") => bench::bench(&sh, &rest),
         Some("fuzz") => fuzz::fuzz(&sh, &rest),
         Some("-h" | "--help" | "help") | None => {
@@ -48,10 +54,36 @@ fn run() -> anyhow::Result<()> {
     }
 }
 
+const CI_USAGE: &str = "\
+usage: cargo xtask ci
+  fmt check, clippy -D warnings, the tests three times (epoll, the default;
+  ROUSE_FORCE_PIPE=1, the pipe fallback; ROUSE_BACKEND=io_uring, skipped
+  with the reason where the kernel refuses it), the examples at small sizes,
+  the loom models, every benchmark once in criterion's test mode, and the
+  docs with warnings denied. Takes no arguments.";
+
+const LOOM_USAGE: &str = "\
+usage: cargo xtask loom
+  the loom models of the wake and queue protocols, built with --cfg loom in
+  a target directory of their own (loom/ under cargo's target directory).
+  Takes no arguments.";
+
+/// `--help` prints `usage` and says not to run; anything else is refused.
+fn no_arguments(task: &str, usage: &str, args: &[String]) -> anyhow::Result<bool> {
+    match args.first().map(String::as_str) {
+        None => Ok(true),
+        Some("-h" | "--help") => {
+            println!("{usage}");
+            Ok(false)
+        }
+        Some(a) => bail!("{task} takes no arguments (got `{a}`)\n{usage}"),
+    }
+}
+
 /// Everything CI checks, in the order that fails fastest.
 fn ci(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
-    if let Some(a) = args.first() {
-        bail!("ci takes no arguments (got `{a}`)");
+    if !no_arguments("ci", CI_USAGE, args)? {
+        return Ok(());
     }
     step("format");
     cmd!(sh, "cargo fmt --all -- --check").run()?;
@@ -116,14 +148,28 @@ fn ci(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
 /// rebuilds every dependency.
 fn loom(sh: &Shell) -> anyhow::Result<()> {
     step("loom models");
+    let dir = target_dir(sh)?.join("loom");
     let _cfg = sh.push_env("RUSTFLAGS", "--cfg loom");
-    let _dir = sh.push_env("CARGO_TARGET_DIR", "target/loom");
+    let _dir = sh.push_env("CARGO_TARGET_DIR", &dir);
     cmd!(
         sh,
         "cargo test --locked --release -p rouse-poll -p rouse-loop --lib loom_"
     )
     .run()?;
     Ok(())
+}
+
+/// The target directory, as cargo sees it (so `CARGO_TARGET_DIR` and
+/// `build.target-dir` are honoured).
+pub(crate) fn target_dir(sh: &Shell) -> anyhow::Result<PathBuf> {
+    let json = cmd!(sh, "cargo metadata --format-version 1 --no-deps")
+        .quiet()
+        .read()?;
+    let v: serde_json::Value = serde_json::from_str(&json)?;
+    let dir = v["target_directory"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("cargo metadata gave no target_directory"))?;
+    Ok(PathBuf::from(dir))
 }
 
 fn step(what: &str) {

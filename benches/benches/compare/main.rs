@@ -6,6 +6,7 @@
 //! one benchmark for `N` operations instead and exits: `cargo xtask bench`
 //! runs that under `perf stat` to count each row's system calls.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use criterion::Criterion;
@@ -16,7 +17,16 @@ mod functors;
 mod pool;
 mod scale;
 mod sys;
+mod targets;
 mod wake;
+
+use targets::{Rounds, TARGETS, Target};
+
+/// The environment variable that limits a run to the rows whose
+/// `GROUP/ID` matches a regex (set by `cargo xtask bench --filter`).
+const FILTER_ENV: &str = "ROUSE_BENCH_FILTER";
+/// `quick` or `full`: how long the interleaved ratio runs are.
+const ROUNDS_ENV: &str = "ROUSE_BENCH_ROUNDS";
 
 /// A benchmark, ready to run: `run(n)` performs `n` operations and returns
 /// the time they took.
@@ -93,33 +103,44 @@ fn main() {
         count(&spec);
         return;
     }
+    let test_mode = std::env::args().any(|a| a == "--test");
+    let filter = std::env::var(FILTER_ENV)
+        .ok()
+        .filter(|f| !f.is_empty())
+        .map(|f| regex::Regex::new(&f).unwrap_or_else(|e| panic!("{FILTER_ENV}: {e}")));
+    let selected = |id: &str| filter.as_ref().is_none_or(|f| f.is_match(id));
     let mut c = Criterion::default().configure_from_args();
     let benches = all();
+    let mut counts: BTreeMap<String, Counts> = BTreeMap::new();
     let mut i = 0;
     while i < benches.len() {
         let name = benches[i].group;
         let mut group = c.benchmark_group(name);
         while i < benches.len() && benches[i].group == name {
             let bench = &benches[i];
+            let id = format!("{}/{}", bench.group, bench.id);
             let mut runner: Option<Result<Box<dyn Runner>, String>> = None;
-            group.bench_function(bench.id, |b| {
-                let r = runner.get_or_insert_with(|| (bench.make)());
-                match r {
-                    Ok(r) => b.iter_custom(|iters| r.run(iters)),
-                    // Criterion needs a measurement: report the skip and
-                    // time nothing; the report lists the row as skipped.
-                    Err(_) => b.iter_custom(|_| Duration::ZERO),
-                }
-            });
+            if selected(&id) {
+                group.bench_function(bench.id, |b| {
+                    let r = runner.get_or_insert_with(|| (bench.make)());
+                    match r {
+                        Ok(r) => b.iter_custom(|iters| r.run(iters)),
+                        // Criterion needs a measurement: report the skip and
+                        // time nothing; the report lists the row as skipped.
+                        Err(_) => b.iter_custom(|_| Duration::ZERO),
+                    }
+                });
+            }
             match runner {
                 Some(Ok(r)) => {
-                    if let Some(counts) = r.counts() {
-                        record(&format!("{}/{}", bench.group, bench.id), counts);
+                    if let Some(n) = r.counts() {
+                        record(&id, n);
+                        counts.insert(id, n);
                     }
                 }
                 Some(Err(why)) => {
-                    eprintln!("{}/{}: skipped: {why}", bench.group, bench.id);
-                    rouse_benches::record_skip(&format!("{}/{}", bench.group, bench.id), &why);
+                    eprintln!("{id}: skipped: {why}");
+                    rouse_benches::record_skip(&id, &why);
                 }
                 None => {}
             }
@@ -128,6 +149,91 @@ fn main() {
         group.finish();
     }
     c.final_summary();
+
+    let rounds = if test_mode {
+        Rounds::TEST
+    } else if std::env::var(ROUNDS_ENV).as_deref() == Ok("full") {
+        Rounds::FULL
+    } else {
+        Rounds::QUICK
+    };
+    judge(&benches, &counts, rounds, &selected);
+}
+
+/// Measures every target whose rows this run selected: ratios in
+/// interleaved rounds, counters from the counts the rows kept. Each result
+/// is printed and written to `$ROUSE_BENCH_OUT/targets.tsv`, one line of
+/// tab-separated fields: what, kind (`ratio`, `counter` or `skipped`),
+/// median, interval low, interval high, lower limit, upper limit, a note.
+fn judge(
+    benches: &[Bench],
+    counts: &BTreeMap<String, Counts>,
+    rounds: Rounds,
+    selected: &dyn Fn(&str) -> bool,
+) {
+    let find = |group: &str, id: &str| benches.iter().find(|b| b.group == group && b.id == id);
+    eprintln!(
+        "\ntargets: ratios from {} interleaved rounds of ~{:?} batches per side",
+        rounds.rounds, rounds.batch
+    );
+    for t in TARGETS {
+        if !t.rows().iter().all(|r| selected(r)) {
+            continue;
+        }
+        let line = match *t {
+            Target::Ratio {
+                group,
+                a,
+                b,
+                min,
+                max,
+                ..
+            } => {
+                let (Some(ba), Some(bb)) = (find(group, a), find(group, b)) else {
+                    panic!("target {:?} names a row that does not exist", t.say());
+                };
+                match targets::interleaved(ba, bb, rounds) {
+                    Ok(r) => {
+                        eprintln!(
+                            "  {}: {:.3} ({:.3} – {:.3}), limit {max:.3}",
+                            t.say(),
+                            r.median,
+                            r.lo,
+                            r.hi
+                        );
+                        format!(
+                            "{}\tratio\t{}\t{}\t{}\t{min}\t{max}\t{} interleaved rounds",
+                            t.say(),
+                            r.median,
+                            r.lo,
+                            r.hi,
+                            r.rounds
+                        )
+                    }
+                    Err(why) => format!("{}\tskipped\t\t\t\t{min}\t{max}\t{why}", t.say()),
+                }
+            }
+            Target::Counter {
+                group,
+                a,
+                wakes,
+                max,
+                ..
+            } => match counts.get(&format!("{group}/{a}")) {
+                Some(n) if n.ops > 0 => {
+                    let v = if wakes { n.wakes } else { n.wake_syscalls } as f64 / n.ops as f64;
+                    eprintln!("  {}: {v:.4}/op, limit {max:.4}", t.say());
+                    format!(
+                        "{}\tcounter\t{v}\t{v}\t{v}\t0\t{max}\t{} operations",
+                        t.say(),
+                        n.ops
+                    )
+                }
+                _ => format!("{}\tskipped\t\t\t\t0\t{max}\tno counts", t.say()),
+            },
+        };
+        rouse_benches::record_line("targets.tsv", &line);
+    }
 }
 
 /// `GROUP/ID N`: runs one benchmark for `N` operations.

@@ -1,0 +1,170 @@
+//! The Markdown report: a table per group, then the targets.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::bail;
+
+use super::measure::{Measured, TargetKind, Verdict};
+use super::rows::{GROUPS, ROWS, Row};
+
+pub(crate) fn fmt_ns(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{ns:.1} ns")
+    }
+}
+
+/// A perf count per operation. (count(2N) − count(N)) / N can come out a
+/// hair below zero when set-up varies between the two runs: that is zero.
+fn fmt_count(v: f64) -> String {
+    if v < 0.0 && v > -0.05 {
+        "0.000".into()
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// The per-group tables.
+pub(crate) fn tables(m: &Measured) -> String {
+    let mut t = String::new();
+    for &(group, title, reference, unit) in GROUPS {
+        let rows: Vec<&Row> = ROWS.iter().filter(|r| r.group == group).collect();
+        let any = rows.iter().any(|r| {
+            let id = format!("{group}/{}", r.id);
+            m.median.contains_key(&id) || m.skipped.contains_key(&id)
+        });
+        if !any {
+            continue;
+        }
+        let base = m.median.get(&format!("{group}/{reference}")).copied();
+        let _ = writeln!(t, "\n#### {title}\n");
+        let _ = writeln!(
+            t,
+            "| row | median {unit} | 95% interval | × {reference} | rouse counters: wakes / wake syscalls {unit} | perf: syscalls / writes {unit} |"
+        );
+        let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|");
+        for r in rows {
+            let id = format!("{group}/{}", r.id);
+            if let Some(why) = m.skipped.get(&id) {
+                let _ = writeln!(t, "| {} | skipped: {why} | | | | |", r.label);
+                continue;
+            }
+            let Some(&med) = m.median.get(&id) else {
+                continue;
+            };
+            let ratio = base.map_or("–".into(), |b| format!("{:.2}", med / b));
+            let ctr = m.counters.get(&id).map_or("–".into(), |&(ops, w, s)| {
+                format!(
+                    "{:.4} / {:.4}",
+                    w as f64 / ops as f64,
+                    s as f64 / ops as f64
+                )
+            });
+            let perf = m.perf.get(&id).map_or("–".into(), |&(all, w)| {
+                format!("{} / {}", fmt_count(all), fmt_count(w))
+            });
+            let interval = m.interval.get(&id).map_or("–".into(), |&(lo, hi)| {
+                format!("{} – {}", fmt_ns(lo), fmt_ns(hi))
+            });
+            let _ = writeln!(
+                t,
+                "| {} | {} | {interval} | {ratio} | {ctr} | {perf} |",
+                r.label,
+                fmt_ns(med)
+            );
+        }
+    }
+    t
+}
+
+/// The targets table.
+pub(crate) fn targets(m: &Measured) -> String {
+    let mut c = String::from(
+        "\n#### Targets\n\nRatios are measured in interleaved rounds (A B, B A, … in one process) \
+         and judged on their 95% interval: met when the whole interval is within the limit, \
+         not met when it is wholly beyond it, undecided when it straddles the limit.\n\n\
+         | target | measured | 95% interval | limit | | how |\n|---|---:|---:|---:|---|---|\n",
+    );
+    for r in &m.targets {
+        let limit = if r.min > 0.0 {
+            format!("{:.3} – {:.3}", r.min, r.max)
+        } else {
+            format!("≤ {:.3}", r.max)
+        };
+        let (value, interval) = match r.kind {
+            TargetKind::Ratio => (
+                format!("{:.3}×", r.median),
+                format!("{:.3} – {:.3}", r.lo, r.hi),
+            ),
+            TargetKind::Counter => (format!("{:.4}/op", r.median), "–".into()),
+            TargetKind::Skipped => ("–".into(), "–".into()),
+        };
+        let verdict = match r.verdict() {
+            Verdict::Met => "met",
+            Verdict::NotMet => "**not met**",
+            Verdict::Undecided => "undecided",
+            Verdict::Skipped => "skipped",
+        };
+        let _ = writeln!(
+            c,
+            "| {} | {value} | {interval} | {limit} | {verdict} | {} |",
+            r.say, r.note
+        );
+    }
+    c
+}
+
+/// The whole report.
+pub(crate) fn report(m: &Measured, machine: &str, command: &str, counted: bool) -> String {
+    let mut report = format!(
+        "# rouse benchmark report\n\n{machine}. Command: `{command}`.\n\n\
+         Each row's median and interval are criterion's, from samples taken row after row; \
+         the \"×\" column divides medians taken minutes apart, so it is indicative only. \
+         The targets below are measured again in interleaved rounds, which is what they are \
+         judged on. Throughput targets (\"≥ k×\") are checked as time ratios (≤ 1/k). rouse \
+         counters are rouse's own `Poller::stats()` and loop counters, summed over every \
+         sample. perf counts are `perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_write` \
+         over the whole process, run for N and for 2N operations, (count(2N) − count(N)) / N, \
+         so set-up cancels out (a difference a hair below zero is shown as 0); they include \
+         every thread's calls (both ends of a round trip, producers and consumer).{}\n\n\
+         ![rouse beside its peers](report.svg)\n",
+        if counted {
+            ""
+        } else {
+            " (System calls were not counted in this run.)"
+        }
+    );
+    report.push_str(&tables(m));
+    report.push_str(&targets(m));
+    report
+}
+
+const START: &str = "<!-- bench:start -->";
+const END: &str = "<!-- bench:end -->";
+
+/// Puts the chart, the tables and the targets between the README's bench
+/// markers.
+pub(crate) fn update_readme(
+    path: &Path,
+    m: &Measured,
+    machine: &str,
+    command: &str,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    let (Some(a), Some(b)) = (text.find(START), text.find(END)) else {
+        bail!("README.md has no {START} … {END} block");
+    };
+    let body = format!(
+        "{START}\nMeasured {machine}, with `{command}`.\n\n\
+         ![Time per operation, rouse beside its peers, group by group](docs/bench.svg)\n{}{}\n{END}",
+        tables(m),
+        targets(m)
+    );
+    let new = format!("{}{}{}", &text[..a], body, &text[b + END.len()..]);
+    std::fs::write(path, new)?;
+    Ok(())
+}

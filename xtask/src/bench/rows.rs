@@ -1,0 +1,216 @@
+//! The rows of the report, their groups, and how many operations a system
+//! call count runs. The targets live beside the benchmarks
+//! (`benches/benches/compare/targets.rs`), which measure them.
+
+/// One row's display name and role.
+pub(crate) struct Row {
+    pub(crate) group: &'static str,
+    pub(crate) id: &'static str,
+    pub(crate) label: &'static str,
+}
+
+const fn row(group: &'static str, id: &'static str, label: &'static str) -> Row {
+    Row { group, id, label }
+}
+
+/// Every row, in report order. The first row of each group named in
+/// `FLOORS` is the group's reference.
+pub(crate) const ROWS: &[Row] = &[
+    row("sys", "null_syscall", "null system call (getppid)"),
+    row("sys", "rustix_eventfd", "rustix eventfd write+read"),
+    row("sys", "rouse_eventfd", "rouse-sys EventFd write+read"),
+    row(
+        "sys",
+        "rouse_wakefd_eventfd",
+        "rouse-sys WakeFd (eventfd) wake+consume",
+    ),
+    row("sys", "rustix_pipe", "rustix pipe write+read"),
+    row(
+        "sys",
+        "rouse_wakefd_pipe",
+        "rouse-sys WakeFd (pipe) wake+consume",
+    ),
+    row("wake_1cpu", "futex", "futex park/unpark (floor)"),
+    row("wake_1cpu", "rouse_poll_epoll", "rouse-poll epoll"),
+    row(
+        "wake_1cpu",
+        "rouse_poll_uring_eventfd",
+        "rouse-poll io_uring (DEFER_TASKRUN), eventfd wake",
+    ),
+    row(
+        "wake_1cpu",
+        "rouse_poll_uring_msgring",
+        "rouse-poll io_uring (DEFER_TASKRUN), MSG_RING wake",
+    ),
+    row("wake_1cpu", "rouse_loop", "rouse-loop run_in_loop"),
+    row(
+        "wake_1cpu",
+        "raw_epoll_eventfd",
+        "raw epoll + eventfd (read per wake)",
+    ),
+    row("wake_1cpu", "mio", "mio Poll + Waker"),
+    row("wake_1cpu", "polling", "polling notify"),
+    row("wake_1cpu", "calloop", "calloop ping"),
+    row("wake_1cpu", "tokio", "tokio current_thread + Notify"),
+    row("wake_2cpu", "futex", "futex park/unpark (floor)"),
+    row("wake_2cpu", "rouse_poll_epoll", "rouse-poll epoll"),
+    row(
+        "wake_2cpu",
+        "rouse_poll_epoll_spin",
+        "rouse-poll epoll, spin 50 µs before park",
+    ),
+    row(
+        "wake_2cpu",
+        "rouse_poll_uring_eventfd",
+        "rouse-poll io_uring (DEFER_TASKRUN), eventfd wake",
+    ),
+    row(
+        "wake_2cpu",
+        "rouse_poll_uring_msgring",
+        "rouse-poll io_uring (DEFER_TASKRUN), MSG_RING wake",
+    ),
+    row("wake_2cpu", "rouse_loop", "rouse-loop run_in_loop"),
+    row(
+        "wake_2cpu",
+        "rouse_loop_spin",
+        "rouse-loop run_in_loop, spin 50 µs",
+    ),
+    row(
+        "wake_2cpu",
+        "raw_epoll_eventfd",
+        "raw epoll + eventfd (read per wake)",
+    ),
+    row("wake_2cpu", "mio", "mio Poll + Waker"),
+    row("wake_2cpu", "polling", "polling notify"),
+    row("wake_2cpu", "calloop", "calloop ping"),
+    row("wake_2cpu", "tokio", "tokio current_thread + Notify"),
+    row("functors_1p", "rouse_loop", "rouse-loop queue_in_loop"),
+    row(
+        "functors_1p",
+        "muduo",
+        "muduo: mutex + vector + wake per task",
+    ),
+    row("functors_1p", "calloop_channel", "calloop channel"),
+    row(
+        "functors_1p",
+        "tokio_spawn",
+        "tokio Handle::spawn (current_thread)",
+    ),
+    row(
+        "functors_1p",
+        "crossbeam",
+        "crossbeam-channel, blocking recv",
+    ),
+    row("functors_2p", "rouse_loop", "rouse-loop queue_in_loop"),
+    row(
+        "functors_2p",
+        "muduo",
+        "muduo: mutex + vector + wake per task",
+    ),
+    row("functors_2p", "calloop_channel", "calloop channel"),
+    row(
+        "functors_2p",
+        "tokio_spawn",
+        "tokio Handle::spawn (current_thread)",
+    ),
+    row(
+        "functors_2p",
+        "crossbeam",
+        "crossbeam-channel, blocking recv",
+    ),
+    row("pool", "rouse_pool", "rouse-loop WorkerPool"),
+    row("pool", "nginx", "nginx: done queue + eventfd write per job"),
+    row("scale_poll", "epoll_10", "epoll, 10 idle fds + 1 ready"),
+    row(
+        "scale_poll",
+        "epoll_10000",
+        "epoll, 10,000 idle fds + 1 ready",
+    ),
+    row("scale_poll", "uring_10", "io_uring, 10 idle fds + 1 ready"),
+    row(
+        "scale_poll",
+        "uring_10000",
+        "io_uring, 10,000 idle fds + 1 ready",
+    ),
+    row(
+        "scale_timers",
+        "timers_1000",
+        "insert+cancel+expire, 1,000 live timers",
+    ),
+    row(
+        "scale_timers",
+        "timers_1000000",
+        "insert+cancel+expire, 1,000,000 live",
+    ),
+    row("echo", "rouse_loop", "rouse-loop echo example"),
+    row("echo", "tokio", "tokio echo (current_thread)"),
+];
+
+/// What each group measures, and the row its ratios are taken against.
+pub(crate) const GROUPS: &[(&str, &str, &str, &str)] = &[
+    (
+        "sys",
+        "System calls, one wake and its consume per operation",
+        "null_syscall",
+        "per op",
+    ),
+    (
+        "wake_1cpu",
+        "Wake round trip, both threads pinned to CPU 0",
+        "futex",
+        "per round trip",
+    ),
+    (
+        "wake_2cpu",
+        "Wake round trip, threads pinned to CPUs 0 and 1",
+        "futex",
+        "per round trip",
+    ),
+    (
+        "functors_1p",
+        "Functor throughput, 1 producer (CPU 1) → loop (CPU 0)",
+        "rouse_loop",
+        "per functor",
+    ),
+    (
+        "functors_2p",
+        "Functor throughput, 2 producers (CPU 1) → loop (CPU 0)",
+        "rouse_loop",
+        "per functor",
+    ),
+    (
+        "pool",
+        "Worker-pool completions (2 workers), bursts of jobs",
+        "rouse_pool",
+        "per job",
+    ),
+    (
+        "scale_poll",
+        "One poll (zero timeout) beside idle registered fds",
+        "epoll_10",
+        "per poll",
+    ),
+    (
+        "scale_timers",
+        "Timer insert + cancel + expire beside live timers",
+        "timers_1000",
+        "per op",
+    ),
+    (
+        "echo",
+        "TCP echo on loopback, 64 connections × 64-byte messages",
+        "tokio",
+        "per message",
+    ),
+];
+
+/// How `N` is chosen for a syscall count, per group: operations per run.
+pub(crate) fn count_ops(group: &str) -> Option<u64> {
+    match group {
+        "wake_1cpu" => Some(20_000),
+        "wake_2cpu" => Some(5_000),
+        "functors_1p" | "functors_2p" => Some(200_000),
+        "pool" => Some(10_000),
+        _ => None,
+    }
+}
