@@ -658,6 +658,7 @@ impl Shared {
     /// If the call fails, the notification is taken back (see
     /// [`WakeState::retract`]), so that the next wake makes the call again,
     /// and the error is returned.
+    #[inline]
     pub(crate) fn notify(&self, sender: Option<&MsgSender>) -> io::Result<Notify> {
         let n = self.state.notify();
         if let Notify::Syscall(ticket) = n {

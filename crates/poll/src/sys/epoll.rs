@@ -75,6 +75,7 @@ impl Epoll {
 
     /// One `epoll_pwait2`. Fills `events` up to its room; says whether the
     /// wake fd fired.
+    #[inline]
     pub(crate) fn wait(
         &self,
         driver: &mut EpollDriver,

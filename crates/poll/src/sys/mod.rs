@@ -48,6 +48,7 @@ pub(crate) enum Signal {
 impl Signal {
     /// Makes the poller's wait return. `sender` is the caller's own ring,
     /// which the message path needs.
+    #[inline]
     pub(crate) fn send(&self, sender: Option<&MsgSender>) -> io::Result<()> {
         match self {
             Signal::Fd(fd) => fd.wake(),
