@@ -18,7 +18,8 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::LoopGone => f.write_str("the event loop has been dropped"),
-            Error::Io(e) => write!(f, "{e}"),
+            // The io::Error itself is the source: error chains print it once.
+            Error::Io(_) => f.write_str("a system call of the event loop failed"),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The loop, and the context every callback gets.
 
 use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
@@ -8,14 +9,15 @@ use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rouse_poll::{Events, Interest, Poller, Token, Waker};
 
 use crate::Error;
-use crate::handle::{Functor, IntoFunctor, LoopHandle, Shared, thread_id};
+use crate::handle::{Functor, LoopHandle, SendTask, Shared, check_period, thread_id};
 use crate::queue::Queue;
+use crate::timer::state::TimerStates;
 use crate::timer::{Task, TimerId, Timers, next_period};
 
 /// The waker's token; source tokens are slot ids, far below it.
@@ -26,8 +28,16 @@ const WAKE: Token = Token(usize::MAX - 1);
 const FUNCTOR_BATCH: usize = 1024;
 const EVENTS: usize = 1024;
 
-type OnceFn = Box<dyn FnOnce(&mut Ctx) + Send>;
-type EveryFn = Box<dyn FnMut(&mut Ctx) + Send>;
+/// What stays on the loop thread need not be `Send`.
+type OnceFn = Box<dyn FnOnce(&mut Ctx)>;
+type EveryFn = Box<dyn FnMut(&mut Ctx)>;
+/// A functor on the loop thread: queued through [`Ctx`], or taken from the
+/// shared queue.
+type LocalFunctor = Box<dyn FnOnce(&mut Ctx)>;
+/// A job's completion waiting on the loop thread for its result.
+type Completion = Box<dyn FnOnce(Box<dyn Any + Send>, &mut Ctx)>;
+/// Vectors and queues keep at most this much room once a burst has drained.
+const SPARE: usize = 1024;
 
 /// Identifies an I/O source registered with the loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -97,6 +107,55 @@ pub struct Ready {
 /// # Ok::<(), rouse_loop::Error>(())
 /// ```
 ///
+/// # What must be `Send`
+///
+/// Only what crosses threads. Callbacks added on the loop thread, through
+/// [`Ctx`] (I/O sources, timers, functors, [`WorkerPool::spawn_local`]
+/// completions), run where they were made and may hold `Rc`, `RefCell` and
+/// other thread-bound state; so the loop itself is not `Send` and stays on
+/// the thread that made it. What comes from other threads, through a
+/// [`LoopHandle`] or [`WorkerPool::spawn`], must be `Send`.
+///
+/// ```
+/// use std::cell::RefCell;
+/// use std::io::{Read, Write};
+/// use std::os::unix::net::UnixStream;
+/// use std::rc::Rc;
+/// use std::time::Duration;
+/// use rouse_loop::{EventLoop, Interest};
+///
+/// #[derive(Default)]
+/// struct State {
+///     bytes: usize,
+///     ticks: u32,
+/// }
+///
+/// let mut lp = EventLoop::new()?;
+/// let state = Rc::new(RefCell::new(State::default()));
+/// let (server, mut client) = UnixStream::pair()?;
+/// server.set_nonblocking(true)?;
+///
+/// let s = Rc::clone(&state);
+/// lp.add_source(server, Interest::READABLE, move |sock, _ready, _cx| {
+///     let mut buf = [0; 64];
+///     if let Ok(n) = sock.read(&mut buf) {
+///         s.borrow_mut().bytes += n;
+///     }
+/// })?;
+/// let s = Rc::clone(&state);
+/// lp.run_every(Duration::from_millis(1), Duration::from_millis(1), move |cx| {
+///     let mut st = s.borrow_mut();
+///     st.ticks += 1;
+///     if st.bytes == 5 && st.ticks >= 3 {
+///         cx.quit();
+///     }
+/// })?;
+/// client.write_all(b"hello")?;
+/// lp.run()?;
+/// assert_eq!(state.borrow().bytes, 5);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
 /// # Panics
 ///
 /// A panic in a callback unwinds out of [`run`](EventLoop::run) (or
@@ -104,6 +163,9 @@ pub struct Ready {
 /// stays consistent: the source or repeating timer whose callback panicked
 /// stays registered, the functors still queued stay queued, and `run` may be
 /// called again.
+///
+/// [`WorkerPool::spawn_local`]: crate::WorkerPool::spawn_local
+/// [`WorkerPool::spawn`]: crate::WorkerPool::spawn
 pub struct EventLoop {
     cx: Ctx,
 }
@@ -121,16 +183,20 @@ pub struct Ctx {
     sources: Vec<Slot>,
     free: Vec<u32>,
     timers: Timers<OnceFn, EveryFn>,
+    /// Timers taken as due, not yet run (kept to reuse its allocation).
+    due: Vec<(TimerId, crate::timer::Nanos, Task<OnceFn, EveryFn>)>,
     /// Functors taken from the queue and not yet run.
-    backlog: VecDeque<Functor>,
-    /// Swapped with the queue's vector on every take (see `Queue::drain_into`).
+    backlog: VecDeque<LocalFunctor>,
+    /// Functors queued on the loop thread since the last take.
+    local: Vec<LocalFunctor>,
+    /// Swapped with the queue's vector on every take (see `Queue::take`).
     spare: Vec<Functor>,
     /// A poll has run (and may have consumed a functor wake) since the queue
     /// was last taken: set only between a poll and its functor phase.
     queue_unseen: bool,
-    /// The repeating timer whose callback is running, and whether it was
-    /// cancelled meanwhile.
-    running_timer: Option<(TimerId, bool)>,
+    /// Completions of jobs spawned from the loop thread, by job number.
+    completions: HashMap<u64, Completion>,
+    next_job: u64,
     /// The source whose I/O callback is running.
     current_source: Option<SourceId>,
     quit: bool,
@@ -172,13 +238,15 @@ impl EventLoop {
     /// The waker's errors, e.g. if the poller already uses the loop's token.
     pub fn with_poller(poller: Poller) -> io::Result<EventLoop> {
         let waker = Waker::new(&poller, WAKE)?;
+        let timers = Arc::new(TimerStates::default());
         let shared = Arc::new(Shared {
             queue: Queue::new(),
             waker,
             quit: AtomicBool::new(false),
             loop_thread: AtomicU64::new(thread_id()),
-            next_timer: AtomicU64::new(0),
             wake_calls: AtomicU64::new(0),
+            backlog: AtomicUsize::new(0),
+            timers: Arc::clone(&timers),
         });
         Ok(EventLoop {
             cx: Ctx {
@@ -187,11 +255,14 @@ impl EventLoop {
                 shared,
                 sources: Vec::new(),
                 free: Vec::new(),
-                timers: Timers::new(),
+                timers: Timers::new(timers),
+                due: Vec::new(),
                 backlog: VecDeque::new(),
+                local: Vec::new(),
                 spare: Vec::new(),
                 queue_unseen: true,
-                running_timer: None,
+                completions: HashMap::new(),
+                next_job: 0,
                 current_source: None,
                 quit: false,
                 iterations: 0,
@@ -250,9 +321,10 @@ impl DerefMut for EventLoop {
 
 impl Drop for EventLoop {
     fn drop(&mut self) {
-        // Functors still queued are dropped here, on the dropping thread.
+        // Functors still queued are dropped here, on the loop's thread.
         drop(self.cx.shared.queue.close());
         self.cx.backlog.clear();
+        self.cx.local.clear();
     }
 }
 
@@ -317,14 +389,10 @@ impl Ctx {
     }
 
     /// Queues `f` for the next functor phase (this one's, if functors are
-    /// running now, is already closed).
-    pub fn queue_in_loop<M>(&mut self, f: impl IntoFunctor<M>) {
-        // The loop is alive while its context is: this cannot fail.
-        let pushed = self.shared.push(f.into_functor());
-        debug_assert!(
-            pushed.is_ok(),
-            "queue closed while the loop exists: {pushed:?}"
-        );
+    /// running now, is already closed). `f` stays on the loop thread, so it
+    /// need not be `Send`; queuing it costs no lock and no wake.
+    pub fn queue_in_loop(&mut self, f: impl FnOnce(&mut Ctx) + 'static) {
+        self.local.push(Box::new(f));
     }
 
     /// Registers `io` for `interest`; `callback` is called on the loop thread
@@ -346,8 +414,8 @@ impl Ctx {
         callback: F,
     ) -> io::Result<SourceId>
     where
-        T: AsFd + Send + 'static,
-        F: FnMut(&mut T, Ready, &mut Ctx) + Send + 'static,
+        T: AsFd + 'static,
+        F: FnMut(&mut T, Ready, &mut Ctx) + 'static,
     {
         let (slot, generation) = match self.free.pop() {
             Some(slot) => match self.sources[slot as usize] {
@@ -443,7 +511,7 @@ impl Ctx {
     /// source stays registered); [`io::ErrorKind::ResourceBusy`] from the
     /// source's own callback, whose object is borrowed (use
     /// [`remove_source`](Ctx::remove_source) there).
-    pub fn take_source<T: AsFd + Send + 'static>(&mut self, id: SourceId) -> io::Result<T> {
+    pub fn take_source<T: AsFd + 'static>(&mut self, id: SourceId) -> io::Result<T> {
         match self.sources.get(id.slot()) {
             Some(Slot::Occupied {
                 generation, entry, ..
@@ -480,69 +548,106 @@ impl Ctx {
             .expect("the type was checked above"))
     }
 
-    /// Runs `f` on the loop thread once `delay` has passed.
-    pub fn run_after(
-        &mut self,
-        delay: Duration,
-        f: impl FnOnce(&mut Ctx) + Send + 'static,
-    ) -> TimerId {
-        self.run_at(Instant::now() + delay, f)
+    /// Runs `f` on the loop thread once `delay` has passed. A delay past what
+    /// [`Instant`] can hold means never (the timer can still be cancelled).
+    pub fn run_after(&mut self, delay: Duration, f: impl FnOnce(&mut Ctx) + 'static) -> TimerId {
+        let deadline = self.timers.nanos(Instant::now().checked_add(delay));
+        self.timers.insert(deadline, Task::Once(Box::new(f)))
     }
 
     /// Runs `f` on the loop thread at `deadline`, never before.
-    pub fn run_at(
-        &mut self,
-        deadline: Instant,
-        f: impl FnOnce(&mut Ctx) + Send + 'static,
-    ) -> TimerId {
+    pub fn run_at(&mut self, deadline: Instant, f: impl FnOnce(&mut Ctx) + 'static) -> TimerId {
+        let deadline = self.timers.nanos(Some(deadline));
         self.timers.insert(deadline, Task::Once(Box::new(f)))
     }
 
     /// Runs `f` after `first`, then every `period`. A timer overdue by more
     /// than a period fires once and is rescheduled a period later, rather
-    /// than catching up in a burst.
+    /// than catching up in a burst. A time past what [`Instant`] can hold
+    /// means never.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] for a zero `period`, which would run
+    /// the timer in every iteration.
     pub fn run_every(
         &mut self,
         first: Duration,
         period: Duration,
-        f: impl FnMut(&mut Ctx) + Send + 'static,
-    ) -> TimerId {
+        f: impl FnMut(&mut Ctx) + 'static,
+    ) -> io::Result<TimerId> {
+        check_period(period)?;
+        let deadline = self.timers.nanos(Instant::now().checked_add(first));
         let f: EveryFn = Box::new(f);
-        let task = Task::Every { period, f };
-        self.timers.insert(Instant::now() + first, task)
+        Ok(self.timers.insert(deadline, Task::Every { period, f }))
     }
 
-    /// Cancels a timer. Returns whether it was still pending, in which case it
-    /// never runs again (a repeating timer may cancel itself from its
-    /// callback).
+    /// Cancels a timer, at once: returns whether it was stopped before it ran
+    /// (for a repeating timer, before its next run; one may cancel itself
+    /// from its callback). Works for ids made here and by handles.
     pub fn cancel(&mut self, id: TimerId) -> bool {
-        if let Some((running, cancelled)) = &mut self.running_timer {
-            if *running == id {
-                return !std::mem::replace(cancelled, true);
-            }
-        }
         self.timers.cancel(id)
     }
 
-    /// The number of pending timers.
+    /// The number of timers that may still run (see
+    /// [`LoopHandle::pending_timers`]).
     pub fn timer_count(&self) -> usize {
-        self.timers.len()
+        self.shared.timers.pending.load(Ordering::Relaxed)
+    }
+
+    /// Functors waiting to run: queued here, taken from other threads, or
+    /// still in the shared queue.
+    pub fn pending_functors(&self) -> usize {
+        self.backlog.len() + self.local.len() + self.shared.queue.len()
     }
 
     /// Adds a timer whose id a handle made.
-    pub(crate) fn insert_once(&mut self, id: TimerId, deadline: Instant, f: OnceFn) {
-        self.timers.insert_remote(id, deadline, Task::Once(f));
-    }
-
-    pub(crate) fn insert_every(
+    pub(crate) fn insert_remote_timer(
         &mut self,
         id: TimerId,
-        deadline: Instant,
-        period: Duration,
-        f: EveryFn,
+        deadline: Option<Instant>,
+        task: SendTask,
     ) {
-        self.timers
-            .insert_remote(id, deadline, Task::Every { period, f });
+        let deadline = self.timers.nanos(deadline);
+        let task = match task {
+            Task::Once(f) => Task::Once(f as OnceFn),
+            Task::Every { period, f } => Task::Every {
+                period,
+                f: f as EveryFn,
+            },
+        };
+        self.timers.insert_remote(id, deadline, task);
+    }
+
+    /// Whether this is the context of `handle`'s loop.
+    pub(crate) fn is_loop_of(&self, handle: &LoopHandle) -> bool {
+        Arc::ptr_eq(&self.shared, &handle.shared)
+    }
+
+    /// Keeps a job's completion until its result comes back.
+    pub(crate) fn await_completion(&mut self, done: Completion) -> u64 {
+        self.next_job += 1;
+        self.completions.insert(self.next_job, done);
+        self.next_job
+    }
+
+    /// Runs the completion of job `job` with its result (if the job panicked,
+    /// drops it and resumes the panic here).
+    pub(crate) fn complete(&mut self, job: u64, result: std::thread::Result<Box<dyn Any + Send>>) {
+        let done = self
+            .completions
+            .remove(&job)
+            .expect("each job completes once");
+        if self.completions.is_empty() && self.completions.capacity() > SPARE {
+            self.completions = HashMap::new();
+        }
+        match result {
+            Ok(value) => done(value, self),
+            Err(panic) => {
+                drop(done);
+                resume_unwind(panic);
+            }
+        }
     }
 
     fn take_quit(&mut self) -> bool {
@@ -561,8 +666,10 @@ impl Ctx {
         if self.queue_unseen {
             self.take_queue();
         }
+        // Memory of timers cancelled from other threads (one load if none).
+        self.timers.reap();
         let mut wait = timeout;
-        if !self.backlog.is_empty() || self.quit {
+        if !self.backlog.is_empty() || !self.local.is_empty() || self.quit {
             wait = Some(Duration::ZERO);
         } else if let Some(deadline) = self.timers.next_deadline() {
             let until = deadline.saturating_duration_since(Instant::now());
@@ -663,61 +770,77 @@ impl Ctx {
             };
             f(self);
         }
+        self.shared
+            .backlog
+            .store(self.backlog.len(), Ordering::Relaxed);
+        // A drained burst gives its memory back.
+        if self.backlog.is_empty() && self.backlog.capacity() > SPARE {
+            self.backlog.shrink_to(SPARE);
+        }
     }
 
-    /// Moves everything queued to the end of the backlog.
+    /// Moves everything queued, from other threads and then from this one,
+    /// to the end of the backlog.
     fn take_queue(&mut self) {
         self.queue_unseen = false;
-        self.shared
-            .queue
-            .drain_into(&mut self.backlog, &mut self.spare);
+        self.shared.queue.take(&mut self.spare);
+        let taken = self.spare.len();
+        self.backlog
+            .extend(self.spare.drain(..).map(|f| f as LocalFunctor));
+        self.backlog.extend(self.local.drain(..));
+        if self.local.capacity() > SPARE {
+            self.local.shrink_to(SPARE);
+        }
+        // The vector swapped out of the queue keeps its room for the next
+        // burst, unless this take was small: then at most `SPARE` is kept,
+        // and the queue's own vector is trimmed at the next take.
+        if self.spare.capacity() > SPARE && taken < SPARE / 4 {
+            self.spare = Vec::with_capacity(SPARE);
+        }
     }
 
     fn run_timers(&mut self) {
-        if self.timers.len() == 0 {
+        if self.shared.timers.pending.load(Ordering::Relaxed) == 0 {
             return;
         }
         let now = Instant::now();
         // Only timers due now: one added by a timer callback waits for the
-        // next iteration even if it is due already.
-        let mut due = Vec::new();
-        while let Some(t) = self.timers.pop_expired(now) {
+        // next iteration even if it is due already. Each is started (which
+        // a cancel that came first prevents) only when its turn comes.
+        let mut due = std::mem::take(&mut self.due);
+        while let Some(t) = self.timers.pop_due(now) {
             due.push(t);
         }
-        let mut due = due.into_iter();
-        while let Some((id, deadline, task)) = due.next() {
-            match task {
+        let mut batch = due.drain(..);
+        while let Some((id, deadline, task)) = batch.next() {
+            if !self.timers.start(id) {
+                continue; // cancelled since it was taken
+            }
+            let outcome = match task {
                 Task::Once(f) => {
                     self.timers.finish(id);
-                    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(self))) {
-                        self.requeue(due);
-                        resume_unwind(payload);
-                    }
+                    catch_unwind(AssertUnwindSafe(|| f(self)))
                 }
                 Task::Every { period, mut f } => {
-                    self.running_timer = Some((id, false));
                     let outcome = catch_unwind(AssertUnwindSafe(|| f(self)));
-                    let (_, cancelled) = self.running_timer.take().expect("set above");
-                    if cancelled {
-                        self.timers.finish(id);
-                    } else {
-                        let next = next_period(deadline, period, Instant::now());
-                        self.timers.reschedule(id, next, Task::Every { period, f });
-                    }
-                    if let Err(payload) = outcome {
-                        self.requeue(due);
-                        resume_unwind(payload);
-                    }
+                    let now = self.timers.nanos(Some(Instant::now()));
+                    let next = next_period(deadline, period, now);
+                    self.timers.reschedule(id, next, Task::Every { period, f });
+                    outcome
                 }
+            };
+            if let Err(payload) = outcome {
+                // The rest stay scheduled, as they were.
+                for (id, deadline, task) in batch {
+                    self.timers.put_back(id, deadline, task);
+                }
+                self.due = due;
+                resume_unwind(payload);
             }
         }
-    }
-
-    /// Puts timers that were due but not yet run back, after a panic.
-    fn requeue(&mut self, due: impl Iterator<Item = (TimerId, Instant, Task<OnceFn, EveryFn>)>) {
-        for (id, deadline, task) in due {
-            self.timers.reschedule(id, deadline, task);
-        }
+        drop(batch);
+        self.due = due;
+        self.timers.shrink();
     }
 
     fn vacate(&mut self, slot: usize) -> Box<dyn AnySource> {
@@ -743,8 +866,8 @@ impl fmt::Debug for Ctx {
         f.debug_struct("EventLoop")
             .field("poller", &self.poller)
             .field("sources", &(self.sources.len() - self.free.len()))
-            .field("timers", &self.timers.len())
-            .field("backlog", &self.backlog.len())
+            .field("timers", &self.timer_count())
+            .field("backlog", &(self.backlog.len() + self.local.len()))
             .field("queued", &self.shared.queue.len())
             .field("iterations", &self.iterations)
             .finish_non_exhaustive()
@@ -759,7 +882,7 @@ fn no_source(id: SourceId) -> io::Error {
 }
 
 /// A source with its type erased.
-trait AnySource: Send {
+trait AnySource {
     fn fd(&self) -> BorrowedFd<'_>;
     fn dispatch(&mut self, ready: Ready, cx: &mut Ctx);
     fn io_type(&self) -> TypeId;
@@ -773,8 +896,8 @@ struct Entry<T, F> {
 
 impl<T, F> AnySource for Entry<T, F>
 where
-    T: AsFd + Send + 'static,
-    F: FnMut(&mut T, Ready, &mut Ctx) + Send + 'static,
+    T: AsFd + 'static,
+    F: FnMut(&mut T, Ready, &mut Ctx) + 'static,
 {
     fn fd(&self) -> BorrowedFd<'_> {
         self.io.as_fd()

@@ -2,18 +2,24 @@
 
 use std::cell::Cell;
 use std::fmt;
+use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rouse_poll::Waker;
 
 use crate::queue::{Pushed, Queue};
-use crate::timer::TimerId;
+use crate::timer::state::TimerStates;
+use crate::timer::{Task, TimerId};
 use crate::{Ctx, Error};
 
-/// A queued functor: runs once on the loop thread with the loop's context.
+/// A functor queued from any thread: runs once on the loop thread with the
+/// loop's context.
 pub(crate) type Functor = Box<dyn FnOnce(&mut Ctx) + Send>;
+
+/// A timer's task made by a handle, on its way to the loop.
+pub(crate) type SendTask = Task<Box<dyn FnOnce(&mut Ctx) + Send>, Box<dyn FnMut(&mut Ctx) + Send>>;
 
 /// What the loop shares with its handles.
 pub(crate) struct Shared {
@@ -22,9 +28,12 @@ pub(crate) struct Shared {
     pub(crate) quit: AtomicBool,
     /// The id (see [`thread_id`]) of the loop thread.
     pub(crate) loop_thread: AtomicU64,
-    pub(crate) next_timer: AtomicU64,
     /// Calls to `Waker::wake` the queue asked for.
     pub(crate) wake_calls: AtomicU64,
+    /// Functors the loop has taken and not yet run, as of its last functor
+    /// phase.
+    pub(crate) backlog: AtomicUsize,
+    pub(crate) timers: Arc<TimerStates>,
 }
 
 impl Shared {
@@ -61,11 +70,6 @@ impl Shared {
         })
     }
 
-    pub(crate) fn timer_id(&self) -> TimerId {
-        // From 1: the timers take 0 to mean "not made by a handle".
-        TimerId::remote(self.next_timer.fetch_add(1, Ordering::Relaxed) + 1)
-    }
-
     /// Whether the loop has been dropped: once true, every call answers
     /// [`Error::LoopGone`].
     pub(crate) fn queue_closed(&self) -> bool {
@@ -74,6 +78,20 @@ impl Shared {
 
     pub(crate) fn in_loop_thread(&self) -> bool {
         self.loop_thread.load(Ordering::Relaxed) == thread_id()
+    }
+
+    /// Cancels a timer from any thread: see [`LoopHandle::cancel`].
+    pub(crate) fn cancel(&self, id: TimerId) -> bool {
+        let Some((word, slot, generation)) = id.word(&self.timers) else {
+            return false;
+        };
+        if !self.timers.cancel(word, generation) {
+            return false;
+        }
+        // The timer will not run; the loop frees its memory at its next
+        // iteration.
+        self.timers.reap_later(slot, generation);
+        true
     }
 }
 
@@ -94,9 +112,11 @@ pub(crate) fn thread_id() -> u64 {
 
 /// Reaches an [`EventLoop`](crate::EventLoop) from any thread.
 ///
-/// `Send + Sync + Clone`. Every call returns [`Error::LoopGone`] at once once
-/// the loop has been dropped; the functor or timer callback it was given is
-/// then dropped on the calling thread.
+/// `Send + Sync + Clone`. What it is given crosses threads, so it must be
+/// `Send`; callbacks added on the loop thread through [`Ctx`] need not be.
+/// Every call returns [`Error::LoopGone`] at once once the loop has been
+/// dropped (and, once one call has, every later one does); the functor or
+/// timer callback it was given is then dropped on the calling thread.
 ///
 /// # Examples
 ///
@@ -106,7 +126,7 @@ pub(crate) fn thread_id() -> u64 {
 /// let mut lp = EventLoop::new()?;
 /// let handle = lp.handle();
 /// std::thread::spawn(move || {
-///     handle.queue_in_loop(|cx: &mut rouse_loop::Ctx| cx.quit()).unwrap();
+///     handle.queue_in_loop(|cx| cx.quit()).unwrap();
 /// });
 /// lp.run()?; // returns once the functor has run
 /// # Ok::<(), rouse_loop::Error>(())
@@ -114,28 +134,6 @@ pub(crate) fn thread_id() -> u64 {
 #[derive(Clone)]
 pub struct LoopHandle {
     pub(crate) shared: Arc<Shared>,
-}
-
-/// A functor the loop can run: either a plain `FnOnce()` or an
-/// `FnOnce(&mut Ctx)` that reaches the loop.
-///
-/// The `Marker` parameter only tells the two kinds apart; callers never name
-/// it.
-pub trait IntoFunctor<Marker>: Send + 'static {
-    #[doc(hidden)]
-    fn into_functor(self) -> Box<dyn FnOnce(&mut Ctx) + Send>;
-}
-
-impl<F: FnOnce() + Send + 'static> IntoFunctor<()> for F {
-    fn into_functor(self) -> Box<dyn FnOnce(&mut Ctx) + Send> {
-        Box::new(move |_: &mut Ctx| self())
-    }
-}
-
-impl<F: FnOnce(&mut Ctx) + Send + 'static> IntoFunctor<Ctx> for F {
-    fn into_functor(self) -> Box<dyn FnOnce(&mut Ctx) + Send> {
-        Box::new(self)
-    }
 }
 
 impl LoopHandle {
@@ -149,22 +147,24 @@ impl LoopHandle {
     ///
     /// # Errors
     ///
-    /// [`Error::LoopGone`] if the loop has been dropped (`f` is dropped).
-    pub fn queue_in_loop<M>(&self, f: impl IntoFunctor<M>) -> Result<(), Error> {
-        self.shared.push(f.into_functor())
+    /// [`Error::LoopGone`] if the loop has been dropped (`f` is dropped); the
+    /// OS error if the wake failed, in which case `f` is not queued either
+    /// (see [`rouse_poll::Waker::wake`]).
+    pub fn queue_in_loop(&self, f: impl FnOnce(&mut Ctx) + Send + 'static) -> Result<(), Error> {
+        self.shared.push(Box::new(f))
     }
 
     /// Runs `f` now if called on the loop thread, and queues it otherwise.
     ///
     /// # Errors
     ///
-    /// [`Error::LoopGone`] if the loop has been dropped (`f` is dropped).
+    /// As [`queue_in_loop`](LoopHandle::queue_in_loop).
     pub fn run_in_loop(&self, f: impl FnOnce() + Send + 'static) -> Result<(), Error> {
         if self.shared.in_loop_thread() && !self.shared.queue_closed() {
             f();
             Ok(())
         } else {
-            self.queue_in_loop(f)
+            self.queue_in_loop(move |_| f())
         }
     }
 
@@ -189,76 +189,125 @@ impl LoopHandle {
         self.shared.wake()
     }
 
-    /// Runs `f` on the loop thread once `delay` has passed.
+    /// Runs `f` on the loop thread once `delay` has passed. A delay past
+    /// what [`Instant`] can hold means never (the timer can still be
+    /// cancelled).
     ///
-    /// The timer exists once the loop has taken this request from its queue;
-    /// the id can be passed to [`cancel`](LoopHandle::cancel) at once.
+    /// The id can be passed to [`cancel`](LoopHandle::cancel) at once.
     ///
     /// # Errors
     ///
-    /// [`Error::LoopGone`] if the loop has been dropped.
+    /// As [`queue_in_loop`](LoopHandle::queue_in_loop).
     pub fn run_after(
         &self,
         delay: Duration,
         f: impl FnOnce(&mut Ctx) + Send + 'static,
     ) -> Result<TimerId, Error> {
-        self.run_at(Instant::now() + delay, f)
+        self.add_timer(Instant::now().checked_add(delay), Task::Once(Box::new(f)))
     }
 
     /// Runs `f` on the loop thread at `deadline` (never before).
     ///
     /// # Errors
     ///
-    /// [`Error::LoopGone`] if the loop has been dropped.
+    /// As [`queue_in_loop`](LoopHandle::queue_in_loop).
     pub fn run_at(
         &self,
         deadline: Instant,
         f: impl FnOnce(&mut Ctx) + Send + 'static,
     ) -> Result<TimerId, Error> {
-        let id = self.shared.timer_id();
-        self.shared.push(Box::new(move |cx: &mut Ctx| {
-            cx.insert_once(id, deadline, Box::new(f))
-        }))?;
-        Ok(id)
+        self.add_timer(Some(deadline), Task::Once(Box::new(f)))
     }
 
-    /// Runs `f` on the loop thread after `first`, then every `period`.
+    /// Runs `f` on the loop thread after `first`, then every `period` (see
+    /// [`Ctx::run_every`]).
     ///
     /// # Errors
     ///
-    /// [`Error::LoopGone`] if the loop has been dropped.
+    /// [`Error::Io`] with [`io::ErrorKind::InvalidInput`] for a zero
+    /// `period`; otherwise as [`queue_in_loop`](LoopHandle::queue_in_loop).
     pub fn run_every(
         &self,
         first: Duration,
         period: Duration,
         f: impl FnMut(&mut Ctx) + Send + 'static,
     ) -> Result<TimerId, Error> {
-        let id = self.shared.timer_id();
-        let deadline = Instant::now() + first;
-        self.shared.push(Box::new(move |cx: &mut Ctx| {
-            cx.insert_every(id, deadline, period, Box::new(f))
-        }))?;
-        Ok(id)
+        check_period(period)?;
+        let task = Task::Every {
+            period,
+            f: Box::new(f) as Box<dyn FnMut(&mut Ctx) + Send>,
+        };
+        self.add_timer(Instant::now().checked_add(first), task)
     }
 
-    /// Cancels a timer from any thread, in queue order: a timer that has not
-    /// fired by the time the loop takes this request never runs.
-    ///
-    /// On the loop thread, [`Ctx::cancel`] says at once whether the timer was
-    /// still pending.
+    fn add_timer(&self, deadline: Option<Instant>, task: SendTask) -> Result<TimerId, Error> {
+        if self.shared.queue_closed() {
+            return Err(Error::LoopGone);
+        }
+        let timers = &self.shared.timers;
+        let (slot, word) = timers.alloc_remote(matches!(task, Task::Every { .. }));
+        let id = TimerId::remote(slot, word);
+        let pushed = self.shared.push(Box::new(move |cx: &mut Ctx| {
+            cx.insert_remote_timer(id, deadline, task);
+        }));
+        match pushed {
+            Ok(()) => Ok(id),
+            Err(e) => {
+                timers.free_remote(slot);
+                Err(e)
+            }
+        }
+    }
+
+    /// Cancels a timer, from any thread: returns whether it was stopped
+    /// before it ran (for a repeating timer, before its next run). Exact:
+    /// `true` means it will not run (again), whatever the loop is doing and
+    /// however many functors are queued; `false` means it has run or is
+    /// running (for a timer that fires once), was cancelled already, or is
+    /// not a timer of this loop. On the loop thread, it takes effect at
+    /// once, as [`Ctx::cancel`] does.
     ///
     /// # Errors
     ///
     /// [`Error::LoopGone`] if the loop has been dropped.
-    pub fn cancel(&self, id: TimerId) -> Result<(), Error> {
-        self.shared.push(Box::new(move |cx: &mut Ctx| {
-            cx.cancel(id);
-        }))
+    pub fn cancel(&self, id: TimerId) -> Result<bool, Error> {
+        if self.shared.queue_closed() {
+            return Err(Error::LoopGone);
+        }
+        Ok(self.shared.cancel(id))
     }
+
+    /// Functors queued and not yet run: those waiting in the queue, and
+    /// those the loop has taken but not run as of its last functor phase.
+    /// For watching a runaway producer; exact only between iterations.
+    pub fn pending_functors(&self) -> usize {
+        self.shared.queue.len() + self.shared.backlog.load(Ordering::Relaxed)
+    }
+
+    /// Timers that exist and may still run: made and not yet fired for
+    /// good, cancelled, or (repeating) stopped.
+    pub fn pending_timers(&self) -> usize {
+        self.shared.timers.pending.load(Ordering::Relaxed)
+    }
+}
+
+/// A repeating timer needs a period above zero.
+pub(crate) fn check_period(period: Duration) -> io::Result<()> {
+    if period.is_zero() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "run_every: a period of zero would run the timer in every iteration; \
+             use a period above zero (or a functor that queues itself)",
+        ));
+    }
+    Ok(())
 }
 
 impl fmt::Debug for LoopHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoopHandle").finish_non_exhaustive()
+        f.debug_struct("LoopHandle")
+            .field("pending_functors", &self.pending_functors())
+            .field("pending_timers", &self.pending_timers())
+            .finish_non_exhaustive()
     }
 }

@@ -72,7 +72,7 @@ mod timer;
 
 pub use error::Error;
 pub use event_loop::{Ctx, EventLoop, Ready, SourceId};
-pub use handle::{IntoFunctor, LoopHandle};
+pub use handle::LoopHandle;
 pub use pool::WorkerPool;
 pub use rouse_poll::{Backend, Forked, Interest, Poller};
 pub use timer::TimerId;
@@ -83,10 +83,10 @@ pub use timer::TimerId;
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
 
-/// Locks that loom can model-check.
+/// Locks and atomics that loom can model-check.
 mod sync {
     #[cfg(loom)]
-    pub(crate) use loom::sync::{Mutex, MutexGuard};
+    pub(crate) use loom::sync::{Mutex, MutexGuard, atomic};
     #[cfg(not(loom))]
-    pub(crate) use std::sync::{Mutex, MutexGuard};
+    pub(crate) use std::sync::{Mutex, MutexGuard, atomic};
 }

@@ -1,5 +1,6 @@
 //! Blocking work on worker threads, completed back on the loop thread.
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -94,7 +95,9 @@ impl WorkerPool {
     }
 
     /// Runs `work` on a worker thread, then `on_done(result)` on the loop
-    /// thread.
+    /// thread. Callable from any thread, so `on_done` must be `Send`; from
+    /// the loop thread, [`spawn_local`](WorkerPool::spawn_local) takes one
+    /// that need not be.
     ///
     /// # Errors
     ///
@@ -110,13 +113,73 @@ impl WorkerPool {
         if self.shared.handle.shared.queue_closed() {
             return Err(Error::LoopGone);
         }
-        let job: Job = Box::new(move |handle: &LoopHandle| {
+        self.enqueue(Box::new(move |handle: &LoopHandle| {
             // The loop may be gone by now; then the completion is dropped.
             let _ = match catch_unwind(AssertUnwindSafe(work)) {
-                Ok(result) => handle.queue_in_loop(move |cx: &mut Ctx| on_done(result, cx)),
-                Err(panic) => handle.queue_in_loop(move |_: &mut Ctx| resume_unwind(panic)),
+                Ok(result) => handle.queue_in_loop(move |cx| on_done(result, cx)),
+                Err(panic) => handle.queue_in_loop(move |_| resume_unwind(panic)),
             };
-        });
+        }));
+        Ok(())
+    }
+
+    /// [`spawn`](WorkerPool::spawn) from the loop thread, with a completion
+    /// that stays there and so need not be `Send` (it may hold an `Rc`).
+    /// Only the result crosses threads.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`](std::io::ErrorKind::InvalidInput) if
+    /// `cx` is not the context of this pool's loop.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
+    /// use rouse_loop::{EventLoop, WorkerPool};
+    ///
+    /// let mut lp = EventLoop::new()?;
+    /// let pool = WorkerPool::new(&lp.handle(), 2)?;
+    /// let total = Rc::new(Cell::new(0));
+    /// let t = Rc::clone(&total);
+    /// pool.spawn_local(&mut lp, || 6 * 7, move |n, cx| {
+    ///     t.set(t.get() + n);
+    ///     cx.quit();
+    /// })?;
+    /// lp.run()?;
+    /// assert_eq!(total.get(), 42);
+    /// # Ok::<(), rouse_loop::Error>(())
+    /// ```
+    pub fn spawn_local<R, W, D>(&self, cx: &mut Ctx, work: W, on_done: D) -> Result<(), Error>
+    where
+        R: Send + 'static,
+        W: FnOnce() -> R + Send + 'static,
+        D: FnOnce(R, &mut Ctx) + 'static,
+    {
+        if !cx.is_loop_of(&self.shared.handle) {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "spawn_local: this context is not the loop this pool delivers to",
+            )));
+        }
+        let job = cx.await_completion(Box::new(move |value, cx| {
+            let value = value
+                .downcast::<R>()
+                .unwrap_or_else(|_| unreachable!("a job's result has the job's type"));
+            on_done(*value, cx)
+        }));
+        self.enqueue(Box::new(move |handle: &LoopHandle| {
+            let result =
+                catch_unwind(AssertUnwindSafe(work)).map(|r| Box::new(r) as Box<dyn Any + Send>);
+            // The loop may be gone by now; then the result is dropped, and
+            // the completion with the loop.
+            let _ = handle.queue_in_loop(move |cx| cx.complete(job, result));
+        }));
+        Ok(())
+    }
+
+    fn enqueue(&self, job: Job) {
         let signal = {
             let mut jobs = self.shared.lock();
             jobs.queue.push_back(job);
@@ -127,7 +190,6 @@ impl WorkerPool {
         if signal {
             self.shared.ready.notify_one();
         }
-        Ok(())
     }
 
     /// The number of worker threads.

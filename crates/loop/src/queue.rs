@@ -104,20 +104,23 @@ impl<T> Queue<T> {
         Some(q.items.remove(ticket.index))
     }
 
-    /// Moves every queued item to the end of `out`.
-    ///
-    /// `spare` must be empty: it becomes the queue's vector, so the lock is
-    /// held for a swap rather than for a copy of every item, and producers
-    /// push into a vector that already has room. It is empty again on
-    /// return, holding the old vector's allocation.
-    pub(crate) fn drain_into(&self, out: &mut std::collections::VecDeque<T>, spare: &mut Vec<T>) {
+    /// Takes every queued item: `spare` must be empty, and becomes the
+    /// queue's vector, so the lock is held for a swap rather than for a copy
+    /// of every item, and producers push into a vector that already has
+    /// room; `spare` comes back holding the items.
+    pub(crate) fn take(&self, spare: &mut Vec<T>) {
         debug_assert!(spare.is_empty());
-        {
-            let mut q = self.lock();
-            std::mem::swap(&mut q.items, spare);
-            q.woken = false;
-            q.takes += 1;
-        }
+        let mut q = self.lock();
+        std::mem::swap(&mut q.items, spare);
+        q.woken = false;
+        q.takes += 1;
+    }
+
+    /// Moves every queued item to the end of `out` (`spare` as for
+    /// [`take`](Queue::take); empty again on return).
+    #[cfg(test)]
+    pub(crate) fn drain_into(&self, out: &mut std::collections::VecDeque<T>, spare: &mut Vec<T>) {
+        self.take(spare);
         out.extend(spare.drain(..));
     }
 

@@ -56,7 +56,7 @@ fn four_producers_queue_a_million_functors_and_each_runs_exactly_once() {
             std::thread::spawn(move || {
                 for _ in 0..EACH {
                     let ran = Arc::clone(&ran);
-                    h.queue_in_loop(move || {
+                    h.queue_in_loop(move |_| {
                         ran.fetch_add(1, Ordering::Relaxed);
                     })
                     .unwrap();
@@ -103,7 +103,7 @@ fn quitting_at_random_moments_neither_loses_nor_repeats_a_functor() {
                         };
                         // After the loop is gone the functor (and its tally)
                         // is dropped by the failing call.
-                        let _ = h.queue_in_loop(move || tally.run());
+                        let _ = h.queue_in_loop(move |_| tally.run());
                     }
                 })
             })
@@ -118,7 +118,8 @@ fn quitting_at_random_moments_neither_loses_nor_repeats_a_functor() {
             if cx.iterations() >= quit_after {
                 cx.quit();
             }
-        });
+        })
+        .unwrap();
         lp.run().unwrap();
         drop(lp);
         for p in producers {
@@ -154,7 +155,7 @@ fn a_functor_queued_by_a_functor_runs_without_the_loop_blocking() {
     lp.run().unwrap();
     assert!(start.elapsed() < WATCHDOG / 2);
     // And a single iteration with a long timeout does not wait either.
-    lp.queue_in_loop(|cx: &mut Ctx| cx.queue_in_loop(|| {}));
+    lp.queue_in_loop(|cx: &mut Ctx| cx.queue_in_loop(|_| {}));
     lp.run_once(Some(Duration::from_secs(20))).unwrap();
     let start = Instant::now();
     lp.run_once(Some(Duration::from_secs(20))).unwrap();
@@ -177,7 +178,7 @@ fn a_backlog_of_exactly_one_batch_does_not_strand_a_functor_queued_meanwhile() {
     for _ in 0..2 * 1024 {
         let ran = Arc::clone(&ran);
         handle
-            .queue_in_loop(move || {
+            .queue_in_loop(move |_| {
                 ran.fetch_add(1, Ordering::Relaxed);
             })
             .unwrap();
@@ -190,7 +191,7 @@ fn a_backlog_of_exactly_one_batch_does_not_strand_a_functor_queued_meanwhile() {
     let l = Arc::clone(&late);
     std::thread::spawn(move || {
         handle
-            .queue_in_loop(move || {
+            .queue_in_loop(move |_| {
                 l.fetch_add(1, Ordering::Relaxed);
             })
             .unwrap();
@@ -216,7 +217,7 @@ fn a_functor_queued_by_a_timer_or_before_run_is_not_stranded() {
     let h = Arc::clone(&hits);
     // Queued on the loop's own thread before run.
     lp.handle()
-        .queue_in_loop(move || {
+        .queue_in_loop(move |_| {
             h.fetch_add(1, Ordering::Relaxed);
         })
         .unwrap();
@@ -274,19 +275,22 @@ fn run_in_loop_runs_at_once_on_the_loop_thread_and_queues_elsewhere() {
 }
 
 #[test]
-fn the_loop_thread_is_the_one_running_the_loop() {
-    let mut lp = new_loop();
-    let h = lp.handle();
-    let handle_for_thread = h.clone();
+fn the_loop_thread_is_the_one_that_made_and_runs_the_loop() {
+    let (tx, rx) = std::sync::mpsc::channel();
     let t = std::thread::spawn(move || {
+        let mut lp = new_loop();
+        let h = lp.handle();
+        tx.send(h.clone()).unwrap();
+        assert!(h.is_in_loop_thread());
         lp.queue_in_loop(move |cx: &mut Ctx| {
-            assert!(handle_for_thread.is_in_loop_thread());
+            assert!(h.is_in_loop_thread());
             cx.quit();
         });
         lp.run().unwrap();
     });
-    t.join().unwrap();
+    let h = rx.recv().unwrap();
     assert!(!h.is_in_loop_thread());
+    t.join().unwrap();
 }
 
 #[test]
@@ -350,16 +354,18 @@ fn run_every_keeps_its_period_and_can_cancel_itself() {
     let period = Duration::from_millis(10);
     let id = Arc::new(Mutex::new(None));
     let my_id = Arc::clone(&id);
-    let timer = lp.run_every(first, period, move |cx| {
-        let mut t = t.lock().unwrap();
-        t.push(start.elapsed());
-        if t.len() == 4 {
-            let me = my_id.lock().unwrap().expect("id set before run");
-            assert!(cx.cancel(me), "its own timer was pending");
-            assert!(!cx.cancel(me), "cancelled twice");
-            cx.run_after(Duration::from_millis(30), |cx| cx.quit());
-        }
-    });
+    let timer = lp
+        .run_every(first, period, move |cx| {
+            let mut t = t.lock().unwrap();
+            t.push(start.elapsed());
+            if t.len() == 4 {
+                let me = my_id.lock().unwrap().expect("id set before run");
+                assert!(cx.cancel(me), "its own timer was pending");
+                assert!(!cx.cancel(me), "cancelled twice");
+                cx.run_after(Duration::from_millis(30), |cx| cx.quit());
+            }
+        })
+        .unwrap();
     *id.lock().unwrap() = Some(timer);
     lp.run().unwrap();
     let ticks = ticks.lock().unwrap();
@@ -516,7 +522,7 @@ fn a_handle_after_its_loop_is_dropped_errs_at_once() {
     let pool = WorkerPool::new(&h, 1).unwrap();
     drop(lp);
     assert!(matches!(h.quit(), Err(Error::LoopGone)));
-    assert!(matches!(h.queue_in_loop(|| {}), Err(Error::LoopGone)));
+    assert!(matches!(h.queue_in_loop(|_| {}), Err(Error::LoopGone)));
     assert!(matches!(h.run_in_loop(|| {}), Err(Error::LoopGone)));
     assert!(matches!(
         h.run_after(Duration::ZERO, |_| {}),
@@ -534,7 +540,7 @@ fn functors_still_queued_are_dropped_with_the_loop() {
             counters: Arc::clone(&counters),
             ran: false,
         };
-        lp.handle().queue_in_loop(move || tally.run()).unwrap();
+        lp.handle().queue_in_loop(move |_| tally.run()).unwrap();
     }
     drop(lp);
     assert_eq!(counters.1.load(Ordering::Relaxed), 10);
@@ -545,7 +551,7 @@ fn functors_still_queued_are_dropped_with_the_loop() {
 fn a_panic_in_a_callback_reaches_run_and_the_loop_carries_on() {
     let mut lp = new_loop();
     let ran = Arc::new(AtomicUsize::new(0));
-    lp.queue_in_loop(|| std::panic::panic_any(42u32));
+    lp.queue_in_loop(|_| std::panic::panic_any(42u32));
     let r = Arc::clone(&ran);
     lp.queue_in_loop(move |cx: &mut Ctx| {
         r.fetch_add(1, Ordering::Relaxed);
