@@ -125,6 +125,11 @@ fn ci(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
     cmd!(sh, "cargo run --locked -p rouse-loop --example echo").run()?;
     cmd!(
         sh,
+        "cargo run --locked -p rouse-loop --example memory -- 200000 20000"
+    )
+    .run()?;
+    cmd!(
+        sh,
         "cargo run --locked -p rouse-poll --example wake_round_trip -- 2000"
     )
     .run()?;

@@ -18,7 +18,7 @@ use crate::Error;
 use crate::handle::{Functor, LoopHandle, SendTask, Shared, check_period, thread_id};
 use crate::queue::Queue;
 use crate::timer::state::TimerStates;
-use crate::timer::{Task, TimerId, Timers, next_period};
+use crate::timer::{Task, TimerId, Timers, next_period, period_nanos};
 
 /// The waker's token; source tokens are slot ids, far below it.
 const WAKE: Token = Token(usize::MAX - 1);
@@ -579,6 +579,7 @@ impl Ctx {
         check_period(period)?;
         let deadline = self.timers.nanos(Instant::now().checked_add(first));
         let f: EveryFn = Box::new(f);
+        let period = period_nanos(period);
         Ok(self.timers.insert(deadline, Task::Every { period, f }))
     }
 
@@ -801,6 +802,7 @@ impl Ctx {
 
     fn run_timers(&mut self) {
         if self.shared.timers.pending.load(Ordering::Relaxed) == 0 {
+            self.timers.shrink();
             return;
         }
         let now = Instant::now();

@@ -11,7 +11,7 @@ use rouse_poll::Waker;
 
 use crate::queue::{Pushed, Queue};
 use crate::timer::state::TimerStates;
-use crate::timer::{Task, TimerId};
+use crate::timer::{Task, TimerId, period_nanos};
 use crate::{Ctx, Error};
 
 /// A functor queued from any thread: runs once on the loop thread with the
@@ -234,7 +234,7 @@ impl LoopHandle {
     ) -> Result<TimerId, Error> {
         check_period(period)?;
         let task = Task::Every {
-            period,
+            period: period_nanos(period),
             f: Box::new(f) as Box<dyn FnMut(&mut Ctx) + Send>,
         };
         self.add_timer(Instant::now().checked_add(first), task)

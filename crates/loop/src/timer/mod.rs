@@ -83,10 +83,16 @@ impl TimerId {
     }
 }
 
-/// What a timer runs: once, or every period.
+/// What a timer runs: once, or every `period` nanoseconds (kept as a `u64`,
+/// not a `Duration`, so that an entry stays small).
 pub(crate) enum Task<F, R> {
     Once(F),
-    Every { period: Duration, f: R },
+    Every { period: Nanos, f: R },
+}
+
+/// A period in nanoseconds, saturating at [`NEVER`].
+pub(crate) fn period_nanos(period: Duration) -> Nanos {
+    u64::try_from(period.as_nanos()).unwrap_or(NEVER)
 }
 
 /// Nanoseconds since the timers' base; `NEVER` for no deadline at all.
@@ -286,7 +292,14 @@ impl<F, R> Timers<F, R> {
 
     /// Frees the memory of timers cancelled from other threads (or through a
     /// handle) since the last call.
+    #[inline]
     pub(crate) fn reap(&mut self) {
+        if self.states.any_reaped() {
+            self.reap_noted();
+        }
+    }
+
+    fn reap_noted(&mut self) {
         let mut reaped = std::mem::take(&mut self.reaped);
         self.states.take_reaped(&mut reaped);
         for (slot, generation) in reaped.drain(..) {
@@ -300,6 +313,9 @@ impl<F, R> Timers<F, R> {
                     drop(task);
                 }
             }
+        }
+        if reaped.capacity() > 1024 {
+            reaped = Vec::new();
         }
         self.reaped = reaped;
     }
@@ -394,7 +410,11 @@ impl<F, R> Timers<F, R> {
 
     /// The earliest live deadline, or the start of the first bucket if that
     /// comes first (never later than the earliest deadline).
+    #[inline]
     pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        if self.heap.is_empty() && self.buckets.is_empty() {
+            return None;
+        }
         self.skip_dead();
         let heap = self.heap.peek().map(|Reverse((d, ..))| *d);
         let bucket = self
@@ -531,8 +551,7 @@ impl<F, R> Timers<F, R> {
 /// `now`: one period on, or if that is already past, one period from now, so
 /// that an overdue timer fires once rather than in a burst. [`NEVER`] if
 /// that is beyond what the timers can hold.
-pub(crate) fn next_period(due: Nanos, period: Duration, now: Nanos) -> Nanos {
-    let period = u64::try_from(period.as_nanos()).unwrap_or(NEVER);
+pub(crate) fn next_period(due: Nanos, period: Nanos, now: Nanos) -> Nanos {
     let next = due.saturating_add(period);
     if next > now {
         next
@@ -625,7 +644,7 @@ mod tests {
         assert_eq!(t.states.pending.load(Relaxed), 1);
         assert!(t.cancel(id));
         assert_eq!(t.states.pending.load(Relaxed), 0);
-        assert_eq!(next_period(5, Duration::MAX, 10), NEVER);
+        assert_eq!(next_period(5, period_nanos(Duration::MAX), 10), NEVER);
     }
 
     #[test]
@@ -705,7 +724,7 @@ mod tests {
         let id = t.insert(
             n,
             Task::Every {
-                period: BUCKET,
+                period: period_nanos(BUCKET),
                 f: (),
             },
         );
@@ -718,7 +737,7 @@ mod tests {
         let id = t.insert(
             n,
             Task::Every {
-                period: BUCKET,
+                period: period_nanos(BUCKET),
                 f: (),
             },
         );
@@ -772,8 +791,8 @@ mod tests {
 
     #[test]
     fn an_overdue_repeating_timer_is_not_caught_up_in_a_burst() {
-        let period = Duration::from_millis(10);
         let ms = 1_000_000;
+        let period = 10 * ms;
         assert_eq!(next_period(0, period, 3 * ms), 10 * ms);
         assert_eq!(next_period(0, period, 95 * ms), 105 * ms);
     }

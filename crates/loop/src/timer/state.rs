@@ -211,9 +211,15 @@ impl TimerStates {
         self.reap_pending.store(true, Release);
     }
 
-    /// The cancels noted since the last call (one load when there are none).
+    /// Whether cancels have been noted since the last take: one load.
+    #[inline]
+    pub(crate) fn any_reaped(&self) -> bool {
+        self.reap_pending.load(Relaxed)
+    }
+
+    /// The cancels noted since the last call.
     pub(crate) fn take_reaped(&self, out: &mut Vec<(u32, u32)>) {
-        if self.reap_pending.load(Relaxed) && self.reap_pending.swap(false, Acquire) {
+        if self.reap_pending.swap(false, Acquire) {
             let mut r = self.reaped.lock().unwrap_or_else(|e| e.into_inner());
             std::mem::swap(&mut *r, out);
             if r.capacity() > 1024 {
