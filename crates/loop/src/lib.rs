@@ -19,10 +19,23 @@
 //! the loop last took the queue, and that wake costs a system call only if
 //! the loop is blocked. I/O readiness is level-triggered.
 //!
+//! **Only what crosses threads must be `Send`.** Callbacks added on the
+//! loop thread through [`Ctx`] may share `Rc<RefCell<_>>` state; the loop
+//! is then bound to its thread, as it is not `Send`. Functors and timers
+//! sent through a [`LoopHandle`] must be `Send`. See [`EventLoop`] for an
+//! example.
+//!
+//! **Timers keep their promises.** A timer never fires early; equal
+//! deadlines fire in the order the timers were added; a deadline past what
+//! `Instant` holds means never; and a cancel, from the loop thread or any
+//! other, returns exactly whether the timer was stopped before it ran: one
+//! that returned `true` never runs, whatever the loop is doing.
+//!
 //! Runnable programs in `examples/`: `queue_in_loop` (threads handing work
 //! to the loop, with its throughput and wake counts), `worker_pool`
-//! (blocking jobs whose completions share one wake), and `echo` (a TCP echo
-//! server with a built-in load), each run with
+//! (blocking jobs whose completions coalesce into few wakes), `echo` (a TCP
+//! echo server with a built-in load), and `memory` (what queued functors
+//! and pending timers cost, and what comes back), each run with
 //! `cargo run --release -p rouse-loop --example NAME`.
 //!
 //! # Examples

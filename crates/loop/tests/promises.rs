@@ -336,3 +336,44 @@ fn cancels_racing_deadlines_are_exact_on_every_backend() {
         );
     }
 }
+
+/// Loop-thread callbacks share `Rc<RefCell<_>>` state; the obvious closures
+/// need no type annotation.
+#[test]
+fn callbacks_on_the_loop_thread_may_hold_rc_and_closures_need_no_annotation() {
+    use std::cell::RefCell;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::rc::Rc;
+
+    let mut lp = new_loop();
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let (server, mut client) = UnixStream::pair().unwrap();
+    server.set_nonblocking(true).unwrap();
+    let l = Rc::clone(&log);
+    lp.add_source(server, rouse_loop::Interest::READABLE, move |s, _, cx| {
+        let mut buf = [0; 8];
+        let n = s.read(&mut buf).unwrap_or(0);
+        if n > 0 {
+            l.borrow_mut().push(format!("read {n}"));
+            let l = Rc::clone(&l);
+            cx.queue_in_loop(move |cx| {
+                l.borrow_mut().push("functor".into());
+                let l = Rc::clone(&l);
+                cx.run_after(Duration::from_millis(1), move |cx| {
+                    l.borrow_mut().push("timer".into());
+                    cx.quit();
+                });
+            });
+        }
+    })
+    .unwrap();
+    let handle = lp.handle();
+    let t = std::thread::spawn(move || {
+        client.write_all(b"abc").unwrap();
+        handle.queue_in_loop(|cx| assert!(cx.iterations() > 0))
+    });
+    lp.run().unwrap();
+    t.join().unwrap().unwrap();
+    assert_eq!(*log.borrow(), ["read 3", "functor", "timer"]);
+}
