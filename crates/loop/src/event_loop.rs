@@ -189,6 +189,8 @@ pub struct Ctx {
     backlog: VecDeque<LocalFunctor>,
     /// Functors queued on the loop thread since the last take.
     local: Vec<LocalFunctor>,
+    /// Functors run and not yet taken off `Shared::held`.
+    ran: usize,
     /// Swapped with the queue's vector on every take (see `Queue::take`).
     spare: Vec<Functor>,
     /// A poll has run (and may have consumed a functor wake) since the queue
@@ -245,7 +247,7 @@ impl EventLoop {
             quit: AtomicBool::new(false),
             loop_thread: AtomicU64::new(thread_id()),
             wake_calls: AtomicU64::new(0),
-            backlog: AtomicUsize::new(0),
+            held: AtomicUsize::new(0),
             timers: Arc::clone(&timers),
         });
         Ok(EventLoop {
@@ -259,6 +261,7 @@ impl EventLoop {
                 due: Vec::new(),
                 backlog: VecDeque::new(),
                 local: Vec::new(),
+                ran: 0,
                 spare: Vec::new(),
                 queue_unseen: true,
                 completions: HashMap::new(),
@@ -393,6 +396,7 @@ impl Ctx {
     /// need not be `Send`; queuing it costs no lock and no wake.
     pub fn queue_in_loop(&mut self, f: impl FnOnce(&mut Ctx) + 'static) {
         self.local.push(Box::new(f));
+        self.shared.held.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Registers `io` for `interest`; `callback` is called on the loop thread
@@ -769,11 +773,14 @@ impl Ctx {
             let Some(f) = self.backlog.pop_front() else {
                 break;
             };
+            // Counted before it runs: a panic in it leaves the count to the
+            // next phase, and `held` overcounts meanwhile, never under.
+            self.ran += 1;
             f(self);
         }
         self.shared
-            .backlog
-            .store(self.backlog.len(), Ordering::Relaxed);
+            .held
+            .fetch_sub(std::mem::take(&mut self.ran), Ordering::Relaxed);
         // A drained burst gives its memory back.
         if self.backlog.is_empty() && self.backlog.capacity() > SPARE {
             self.backlog.shrink_to(SPARE);
@@ -784,7 +791,13 @@ impl Ctx {
     /// to the end of the backlog.
     fn take_queue(&mut self) {
         self.queue_unseen = false;
-        self.shared.queue.take(&mut self.spare);
+        // Functors run before a panic ended the last phase.
+        if self.ran > 0 {
+            self.shared
+                .held
+                .fetch_sub(std::mem::take(&mut self.ran), Ordering::Relaxed);
+        }
+        self.shared.queue.take(&mut self.spare, &self.shared.held);
         let taken = self.spare.len();
         self.backlog
             .extend(self.spare.drain(..).map(|f| f as LocalFunctor));

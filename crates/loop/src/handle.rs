@@ -30,9 +30,10 @@ pub(crate) struct Shared {
     pub(crate) loop_thread: AtomicU64,
     /// Calls to `Waker::wake` the queue asked for.
     pub(crate) wake_calls: AtomicU64,
-    /// Functors the loop has taken and not yet run, as of its last functor
-    /// phase.
-    pub(crate) backlog: AtomicUsize,
+    /// Functors the loop holds and has not yet run: taken from the queue (or
+    /// queued on the loop thread) and not yet run. Grows before they arrive
+    /// and shrinks after they have run, so it never undercounts.
+    pub(crate) held: AtomicUsize,
     pub(crate) timers: Arc<TimerStates>,
 }
 
@@ -277,17 +278,31 @@ impl LoopHandle {
         Ok(self.shared.cancel(id))
     }
 
-    /// Functors queued and not yet run: those waiting in the queue, and
-    /// those the loop has taken but not run as of its last functor phase.
-    /// For watching a runaway producer; exact only between iterations.
+    /// Functors queued and not yet run: waiting in the queue, or taken by
+    /// the loop (or queued on its thread) and not yet run. Never less than
+    /// the true count; more, by up to a batch, while the loop is running
+    /// functors. Zero means none is waiting. For watching a runaway
+    /// producer.
     pub fn pending_functors(&self) -> usize {
-        self.shared.queue.len() + self.shared.backlog.load(Ordering::Relaxed)
+        self.shared.queue.len() + self.shared.held.load(Ordering::Relaxed)
     }
 
     /// Timers that exist and may still run: made and not yet fired for
     /// good, cancelled, or (repeating) stopped.
     pub fn pending_timers(&self) -> usize {
         self.shared.timers.pending.load(Ordering::Relaxed)
+    }
+
+    /// Calls to the loop's waker made on behalf of queued functors: only the
+    /// first functor queued after each take of the queue makes one.
+    pub fn functor_wakes(&self) -> u64 {
+        self.shared.wake_calls.load(Ordering::Relaxed)
+    }
+
+    /// The counters of the loop's poller: wakes, and the system calls they
+    /// cost.
+    pub fn poller_stats(&self) -> rouse_poll::Stats {
+        self.shared.waker.stats()
     }
 }
 

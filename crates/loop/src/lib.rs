@@ -78,6 +78,7 @@
 
 mod error;
 mod event_loop;
+mod group;
 mod handle;
 mod pool;
 mod queue;
@@ -85,9 +86,10 @@ mod timer;
 
 pub use error::Error;
 pub use event_loop::{Ctx, EventLoop, Ready, SourceId};
+pub use group::{LoopGroup, LoopGroupBuilder};
 pub use handle::LoopHandle;
 pub use pool::WorkerPool;
-pub use rouse_poll::{Backend, Forked, Interest, Poller};
+pub use rouse_poll::{Backend, Forked, Interest, Poller, Stats};
 pub use timer::TimerId;
 
 /// The README's examples (one per crate), run as doc-tests so that they stay

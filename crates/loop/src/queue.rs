@@ -15,7 +15,7 @@
 //! call leaves nothing half-done, and the items queued behind it go with the
 //! next wake.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::sync::Mutex;
 
@@ -108,10 +108,15 @@ impl<T> Queue<T> {
     /// queue's vector, so the lock is held for a swap rather than for a copy
     /// of every item, and producers push into a vector that already has
     /// room; `spare` comes back holding the items.
-    pub(crate) fn take(&self, spare: &mut Vec<T>) {
+    ///
+    /// `held` (the loop's count of functors taken and not yet run) grows by
+    /// the number taken while the lock is held, so that the queue's length
+    /// plus `held` never undercounts, whenever another thread reads them.
+    pub(crate) fn take(&self, spare: &mut Vec<T>, held: &AtomicUsize) {
         debug_assert!(spare.is_empty());
         let mut q = self.lock();
         std::mem::swap(&mut q.items, spare);
+        held.fetch_add(spare.len(), Ordering::Relaxed);
         q.woken = false;
         q.takes += 1;
     }
@@ -120,7 +125,7 @@ impl<T> Queue<T> {
     /// [`take`](Queue::take); empty again on return).
     #[cfg(test)]
     pub(crate) fn drain_into(&self, out: &mut std::collections::VecDeque<T>, spare: &mut Vec<T>) {
-        self.take(spare);
+        self.take(spare, &AtomicUsize::new(0));
         out.extend(spare.drain(..));
     }
 

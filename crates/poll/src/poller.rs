@@ -752,7 +752,7 @@ impl Shared {
         }
     }
 
-    fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> Stats {
         let live: u64 = self
             .wakers
             .read()

@@ -111,6 +111,12 @@ impl Waker {
     pub fn token(&self) -> Token {
         self.inner.slot.token
     }
+
+    /// The counters of this waker's poller (see [`Poller::stats`]), readable
+    /// from any thread.
+    pub fn stats(&self) -> crate::Stats {
+        self.inner.shared.stats()
+    }
 }
 
 fn not_connected() -> io::Error {
