@@ -122,7 +122,18 @@ fn ci(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
         "cargo run --locked -p rouse-loop --example worker_pool -- 2000"
     )
     .run()?;
-    cmd!(sh, "cargo run --locked -p rouse-loop --example echo").run()?;
+    cmd!(
+        sh,
+        "cargo run --locked -p rouse-loop --example echo -- 64 5000"
+    )
+    .run()?;
+    for mode in ["handoff", "reuseport"] {
+        cmd!(
+            sh,
+            "cargo run --locked -p rouse-loop --example echo_group -- {mode} 2 200 5000"
+        )
+        .run()?;
+    }
     cmd!(
         sh,
         "cargo run --locked -p rouse-loop --example memory -- 200000 20000"

@@ -375,6 +375,11 @@ impl Ctx {
         self.current_source
     }
 
+    /// The number of registered I/O sources.
+    pub fn source_count(&self) -> usize {
+        self.sources.len() - self.free.len()
+    }
+
     /// Iterations run so far.
     pub fn iterations(&self) -> u64 {
         self.iterations

@@ -22,6 +22,8 @@ pub(crate) struct Measured {
     pub(crate) perf: BTreeMap<String, (f64, f64)>,
     pub(crate) skipped: BTreeMap<String, String>,
     pub(crate) targets: Vec<TargetResult>,
+    /// Resident memory a row added per connection, in bytes.
+    pub(crate) rss: BTreeMap<String, f64>,
 }
 
 /// One target as the bench process measured it.
@@ -135,6 +137,15 @@ pub(crate) fn read_outputs(out: &Path, m: &mut Measured) -> anyhow::Result<()> {
                 note: note.to_string(),
             });
         }
+    }
+    if let Ok(text) = std::fs::read_to_string(out.join("rss.tsv")) {
+        // The last measurement of a row wins (its interleaved runs make it
+        // again).
+        let rows = text.lines().filter_map(|line| {
+            let (id, v) = line.split_once('\t')?;
+            Some((id.to_string(), v.parse::<f64>().ok()?))
+        });
+        m.rss.extend(rows);
     }
     if let Ok(text) = std::fs::read_to_string(out.join("perf.tsv")) {
         for line in text.lines() {

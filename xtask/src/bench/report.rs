@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::bail;
 
 use super::measure::{Measured, TargetKind, Verdict};
-use super::rows::{GROUPS, ROWS, Row};
+use super::rows::{GROUPS, PERF_TARGETS, ROWS, Row};
 
 pub(crate) fn fmt_ns(ns: f64) -> String {
     if ns >= 1e6 {
@@ -41,12 +41,28 @@ pub(crate) fn tables(m: &Measured) -> String {
             continue;
         }
         let base = m.median.get(&format!("{group}/{reference}")).copied();
+        let with_rss = rows
+            .iter()
+            .any(|r| m.rss.contains_key(&format!("{group}/{}", r.id)));
         let _ = writeln!(t, "\n#### {title}\n");
-        let _ = writeln!(
+        let _ = write!(
             t,
             "| row | median {unit} | 95% interval | × {reference} | rouse counters: wakes / wake syscalls {unit} | perf: syscalls / writes {unit} |"
         );
-        let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            t,
+            "{}",
+            if with_rss {
+                " RSS per connection |"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(
+            t,
+            "|---|---:|---:|---:|---:|---:|{}",
+            if with_rss { "---:|" } else { "" }
+        );
         for r in rows {
             let id = format!("{group}/{}", r.id);
             if let Some(why) = m.skipped.get(&id) {
@@ -70,9 +86,16 @@ pub(crate) fn tables(m: &Measured) -> String {
             let interval = m.interval.get(&id).map_or("–".into(), |&(lo, hi)| {
                 format!("{} – {}", fmt_ns(lo), fmt_ns(hi))
             });
+            let rss = if with_rss {
+                m.rss
+                    .get(&id)
+                    .map_or(" – |".into(), |b| format!(" {b:.0} B |"))
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 t,
-                "| {} | {} | {interval} | {ratio} | {ctr} | {perf} |",
+                "| {} | {} | {interval} | {ratio} | {ctr} | {perf} |{rss}",
                 r.label,
                 fmt_ns(med)
             );
@@ -113,6 +136,18 @@ pub(crate) fn targets(m: &Measured) -> String {
             c,
             "| {} | {value} | {interval} | {limit} | {verdict} | {} |",
             r.say, r.note
+        );
+    }
+    for &(say, a, b) in PERF_TARGETS {
+        let (Some(&(pa, _)), Some(&(pb, _))) = (m.perf.get(a), m.perf.get(b)) else {
+            continue;
+        };
+        let verdict = if pa <= pb { "met" } else { "**not met**" };
+        let _ = writeln!(
+            c,
+            "| {say} | {} | – | ≤ {} | {verdict} | perf stat, N and 2N operations |",
+            fmt_count(pa),
+            fmt_count(pb)
         );
     }
     c

@@ -142,8 +142,54 @@ pub(crate) const ROWS: &[Row] = &[
         "timers_1000000",
         "insert+cancel+expire, 1,000,000 live",
     ),
-    row("echo", "rouse_loop", "rouse-loop echo example"),
-    row("echo", "tokio", "tokio echo (current_thread)"),
+    row("echo", "rouse_loop_64", "rouse-loop, 64 connections"),
+    row("echo", "tokio_64", "tokio current_thread, 64 connections"),
+    row("echo", "rouse_loop_1000", "rouse-loop, 1,000 connections"),
+    row(
+        "echo",
+        "tokio_1000",
+        "tokio current_thread, 1,000 connections",
+    ),
+    row(
+        "echo_2loops",
+        "rouse_handoff_64",
+        "rouse-loop group, handoff, 64 connections",
+    ),
+    row(
+        "echo_2loops",
+        "rouse_reuseport_64",
+        "rouse-loop group, SO_REUSEPORT, 64 connections",
+    ),
+    row(
+        "echo_2loops",
+        "tokio_multi_thread_64",
+        "tokio multi-thread (2 workers), 64 connections",
+    ),
+    row(
+        "echo_2loops",
+        "tokio_per_core_64",
+        "tokio current_thread per CPU, SO_REUSEPORT, 64 connections",
+    ),
+    row(
+        "echo_2loops",
+        "rouse_handoff_1000",
+        "rouse-loop group, handoff, 1,000 connections",
+    ),
+    row(
+        "echo_2loops",
+        "rouse_reuseport_1000",
+        "rouse-loop group, SO_REUSEPORT, 1,000 connections",
+    ),
+    row(
+        "echo_2loops",
+        "tokio_multi_thread_1000",
+        "tokio multi-thread (2 workers), 1,000 connections",
+    ),
+    row(
+        "echo_2loops",
+        "tokio_per_core_1000",
+        "tokio current_thread per CPU, SO_REUSEPORT, 1,000 connections",
+    ),
 ];
 
 /// What each group measures, and the row its ratios are taken against.
@@ -198,8 +244,14 @@ pub(crate) const GROUPS: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "echo",
-        "TCP echo on loopback, 64 connections × 64-byte messages",
-        "tokio",
+        "TCP echo on loopback, one server thread (CPU 0), client on CPU 1, 64-byte messages",
+        "tokio_64",
+        "per message",
+    ),
+    (
+        "echo_2loops",
+        "TCP echo on loopback, two server threads (CPUs 0 and 1), client beside them, 64-byte messages",
+        "tokio_multi_thread_64",
         "per message",
     ),
 ];
@@ -211,6 +263,22 @@ pub(crate) fn count_ops(group: &str) -> Option<u64> {
         "wake_2cpu" => Some(5_000),
         "functors_1p" | "functors_2p" => Some(200_000),
         "pool" => Some(10_000),
+        "echo" | "echo_2loops" => Some(20_000),
         _ => None,
     }
 }
+
+/// Targets on system calls per operation, from `perf stat`: row `a`'s
+/// count at most row `b`'s.
+pub(crate) const PERF_TARGETS: &[(&str, &str, &str)] = &[
+    (
+        "echo, one loop, 1,000 connections: system calls per message ≤ tokio's",
+        "echo/rouse_loop_1000",
+        "echo/tokio_1000",
+    ),
+    (
+        "echo, one loop, 64 connections: system calls per message ≤ tokio's",
+        "echo/rouse_loop_64",
+        "echo/tokio_64",
+    ),
+];
