@@ -47,7 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let group = LoopGroup::builder(loops).name("echo").pin_each().build()?;
     let addr: SocketAddr = "127.0.0.1:0".parse()?;
-    let (addr, handoffs) = echo_server::serve_group(&group, addr, handoff)?;
+    let (addr, accepted) = echo_server::serve_group(&group, addr, handoff)?;
 
     let mut client = Client::connect(addr, connections, 1, Vec::new())?;
     client.run(connections as u64, size)?; // every connection accepted and warm
@@ -84,8 +84,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|(i, n)| n - listeners.get(i).copied().unwrap_or(0))
         .collect();
     println!("  connections per loop: {counts:?}");
-    if let Some(h) = handoffs {
-        let h = h.load(Ordering::Relaxed);
+    if handoff {
+        let h = accepted.load(Ordering::Relaxed);
         println!(
             "  {h} handoffs: {} functor wakes, {} wake system calls in all (set-up included), {:.3} wakes per handoff",
             wakes_before,

@@ -279,3 +279,45 @@ fn loops_can_be_pinned() {
         outcome.unwrap();
     }
 }
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/common/echo_server.rs"]
+mod echo_server;
+
+/// A burst of connections, opened at once from several threads: in both
+/// designs each is accepted once, served by exactly one loop, and echoed.
+#[test]
+fn every_connection_of_a_burst_is_served_exactly_once_in_both_designs() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let _serial = serial();
+    for handoff in [true, false] {
+        let group = LoopGroup::new(2).unwrap();
+        let (addr, accepted) =
+            echo_server::serve_group(&group, "127.0.0.1:0".parse().unwrap(), handoff).unwrap();
+        let clients: Vec<_> = (0..4)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let streams: Vec<TcpStream> =
+                        (0..50).map(|_| TcpStream::connect(addr).unwrap()).collect();
+                    for (i, mut s) in streams.into_iter().enumerate() {
+                        let msg = format!("{t:02}-{i:03}");
+                        s.write_all(msg.as_bytes()).unwrap();
+                        let mut back = [0u8; 6];
+                        s.read_exact(&mut back).unwrap();
+                        assert_eq!(&back, msg.as_bytes());
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        // Each accepted once (by one loop, or by the acceptor and handed
+        // to one loop), and echoed on it.
+        assert_eq!(accepted.load(Ordering::Relaxed), 200, "accepted");
+        for outcome in group.shutdown() {
+            outcome.unwrap();
+        }
+    }
+}

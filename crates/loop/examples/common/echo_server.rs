@@ -39,9 +39,21 @@ impl AsFd for Conn {
 /// Registers `listener` on `cx`: every connection it accepts is echoed on
 /// this loop until its peer closes it.
 pub(crate) fn serve(cx: &mut Ctx, listener: TcpListener) -> io::Result<SourceId> {
+    serve_counting(cx, listener, Arc::new(AtomicU64::new(0)))
+}
+
+/// [`serve`], counting the connections accepted in `accepted`.
+pub(crate) fn serve_counting(
+    cx: &mut Ctx,
+    listener: TcpListener,
+    accepted: Arc<AtomicU64>,
+) -> io::Result<SourceId> {
     listener.set_nonblocking(true)?;
-    cx.add_source(listener, Interest::READABLE, |listener, _ready, cx| {
-        accept_all(listener, |stream| add_conn(cx, stream));
+    cx.add_source(listener, Interest::READABLE, move |listener, _ready, cx| {
+        accept_all(listener, |stream| {
+            accepted.fetch_add(1, Ordering::Relaxed);
+            add_conn(cx, stream)
+        });
     })
 }
 
@@ -101,14 +113,15 @@ pub(crate) fn reuseport_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(TcpListener::from(fd))
 }
 
-/// Starts a group of `loops` loops serving `addr` in `mode`; returns the
-/// group, the address (with its port, if `addr` asked for any), and the
-/// handoff count (handoff mode only).
+/// Serves `addr` on `group`, by handoff from loop 0 or with a
+/// `SO_REUSEPORT` listener on every loop; returns the address (with its
+/// port, if `addr` asked for any) and the count of connections accepted
+/// (the handoffs, in handoff mode).
 pub(crate) fn serve_group(
     group: &LoopGroup,
     addr: SocketAddr,
     handoff: bool,
-) -> io::Result<(SocketAddr, Option<Arc<AtomicU64>>)> {
+) -> io::Result<(SocketAddr, Arc<AtomicU64>)> {
     if handoff {
         let (tx, rx) = std::sync::mpsc::channel();
         let listener = TcpListener::bind(addr)?;
@@ -122,7 +135,7 @@ pub(crate) fn serve_group(
             })
             .map_err(io::Error::from)?;
         let handoffs = rx.recv().map_err(io::Error::other)??;
-        Ok((addr, Some(handoffs)))
+        Ok((addr, handoffs))
     } else {
         // The first listener picks the port; the others share it.
         let first = reuseport_listener(addr)?;
@@ -132,17 +145,18 @@ pub(crate) fn serve_group(
         for _ in 1..group.len() {
             listeners.push(reuseport_listener(addr)?);
         }
+        let accepted = Arc::new(AtomicU64::new(0));
         for (h, listener) in group.handles().iter().zip(listeners) {
-            let tx = tx.clone();
+            let (tx, accepted) = (tx.clone(), Arc::clone(&accepted));
             h.queue_in_loop(move |cx| {
-                let _ = tx.send(serve(cx, listener).map(drop));
+                let _ = tx.send(serve_counting(cx, listener, accepted).map(drop));
             })
             .map_err(io::Error::from)?;
         }
         for _ in 0..group.len() {
             rx.recv().map_err(io::Error::other)??;
         }
-        Ok((addr, None))
+        Ok((addr, accepted))
     }
 }
 
