@@ -10,7 +10,18 @@ use xshell::{Shell, cmd};
 
 use crate::step;
 
+/// Each target, and the crate whose `corpus/TARGET` holds its seeds (and
+/// the findings kept as regressions, which that crate's tests replay).
 const TARGETS: &[&str] = &["counter", "wake_fd", "wake_protocol"];
+
+fn corpus_of(root: &Path, target: &str) -> std::path::PathBuf {
+    let krate = if target == "wake_protocol" {
+        "poll"
+    } else {
+        "sys"
+    };
+    root.join("crates").join(krate).join("corpus").join(target)
+}
 
 pub(crate) const USAGE: &str = "\
 usage: cargo xtask fuzz [--time SECONDS] [TARGET]
@@ -56,7 +67,7 @@ pub(crate) fn fuzz(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
         }
         step(&format!("fuzzing {target} for {time} s"));
         let work = root.join("fuzz/work").join(target);
-        let seeds = root.join("fuzz/corpus").join(target);
+        let seeds = corpus_of(&root, target);
         std::fs::create_dir_all(&work)?;
         let artifacts = root.join("fuzz/artifacts").join(target);
         let before = list(&artifacts);
@@ -94,10 +105,14 @@ pub(crate) fn fuzz(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
                     .args(["fuzz", "tmin", target])
                     .arg(artifact)
                     .status();
+                // Kept beside the seeds, where the crate's tests replay it.
+                if let Some(name) = artifact.file_name() {
+                    std::fs::copy(artifact, seeds.join(name))?;
+                }
             }
             bail!(
-                "{target}: a finding (kept in {}; replayed by `cargo test` as a regression once committed)",
-                artifacts.display()
+                "{target}: a finding, kept in {} (replayed by `cargo test` as a regression once committed)",
+                seeds.display()
             );
         }
         summary.push((target, execs, rate));

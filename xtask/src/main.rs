@@ -151,12 +151,105 @@ fn ci(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
         "cargo bench --locked -p rouse-benches --bench compare -- --test"
     )
     .run()?;
+    packages(sh)?;
+    msrv(sh)?;
     step("docs");
     {
         let _deny = sh.push_env("RUSTDOCFLAGS", "-D warnings");
         cmd!(sh, "cargo doc --workspace --no-deps --locked").run()?;
     }
     step("ci passed");
+    Ok(())
+}
+
+/// The library crates, as they would be published.
+const CRATES: &[&str] = &["rouse-sys", "rouse-poll", "rouse-loop"];
+
+/// Packages each library crate, unpacks the packages side by side, and runs
+/// their tests from the packaged sources alone, each crate's dependency on
+/// the others resolved to the packaged one: what a user of the published
+/// crates would build.
+fn packages(sh: &Shell) -> anyhow::Result<()> {
+    step("packages: each crate packaged, unpacked and tested from its package");
+    let target = target_dir(sh)?;
+    let version = cmd!(sh, "cargo metadata --format-version 1 --no-deps")
+        .quiet()
+        .read()?;
+    let meta: serde_json::Value = serde_json::from_str(&version)?;
+    let mut args = Vec::new();
+    for c in CRATES {
+        args.push("-p".to_string());
+        args.push(c.to_string());
+    }
+    // The working tree as it is, committed or not.
+    cmd!(sh, "cargo package --locked --allow-dirty {args...}").run()?;
+    let check = target.join("package-check");
+    let _ = std::fs::remove_dir_all(&check);
+    std::fs::create_dir_all(&check)?;
+    let mut members = Vec::new();
+    let mut patches = String::new();
+    for c in CRATES {
+        let v = meta["packages"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == *c))
+            .and_then(|p| p["version"].as_str())
+            .ok_or_else(|| anyhow::anyhow!("no version for {c}"))?;
+        let dir = format!("{c}-{v}");
+        let krate = target.join("package").join(format!("{dir}.crate"));
+        cmd!(sh, "tar -xzf {krate} -C {check}").run()?;
+        members.push(format!("\"{dir}\""));
+        patches.push_str(&format!("{c} = {{ path = \"{dir}\" }}\n"));
+    }
+    std::fs::write(
+        check.join("Cargo.toml"),
+        format!(
+            "[workspace]\nmembers = [{}]\nresolver = \"3\"\n\n[patch.crates-io]\n{patches}",
+            members.join(", ")
+        ),
+    )?;
+    // The same dependency versions as the repository's build.
+    std::fs::copy(project_root().join("Cargo.lock"), check.join("Cargo.lock"))?;
+    let _dir = sh.push_dir(&check);
+    let _target = sh.push_env("CARGO_TARGET_DIR", check.join("target"));
+    cmd!(sh, "cargo test --workspace").run()?;
+    Ok(())
+}
+
+/// Builds the library crates with the toolchain of the `rust-version` the
+/// manifests claim, if it is installed here.
+fn msrv(sh: &Shell) -> anyhow::Result<()> {
+    let json = cmd!(sh, "cargo metadata --format-version 1 --no-deps")
+        .quiet()
+        .read()?;
+    let meta: serde_json::Value = serde_json::from_str(&json)?;
+    let version = meta["packages"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "rouse-sys"))
+        .and_then(|p| p["rust_version"].as_str())
+        .ok_or_else(|| anyhow::anyhow!("rouse-sys claims no rust-version"))?
+        .to_string();
+    step(&format!("minimum supported Rust version ({version})"));
+    let toolchain = format!("+{version}");
+    let installed = cmd!(sh, "cargo {toolchain} --version")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_ok();
+    if !installed {
+        eprintln!(
+            "skipped: the {version} toolchain is not installed here (none can be fetched); \
+             the crates are built only with the current one"
+        );
+        return Ok(());
+    }
+    let dir = target_dir(sh)?.join("msrv");
+    let _dir = sh.push_env("CARGO_TARGET_DIR", &dir);
+    cmd!(
+        sh,
+        "cargo {toolchain} check --locked -p rouse-sys -p rouse-poll -p rouse-loop"
+    )
+    .run()?;
     Ok(())
 }
 

@@ -22,6 +22,8 @@ use crate::timer::{Task, TimerId, Timers, next_period, period_nanos};
 
 /// The waker's token; source tokens are slot ids, far below it.
 const WAKE: Token = Token(usize::MAX - 1);
+/// The timerfd of a nested loop (see `impl AsFd for EventLoop`).
+const NEST_TIMER: Token = Token(usize::MAX - 2);
 /// The most functors run in one iteration, so that a flood of them cannot
 /// starve I/O and timers. The rest run in the next iterations, without the
 /// loop blocking.
@@ -201,6 +203,12 @@ pub struct Ctx {
     next_job: u64,
     /// The source whose I/O callback is running.
     current_source: Option<SourceId>,
+    /// Another loop polls this one's fd: see `impl AsFd for EventLoop`.
+    nested: std::cell::Cell<bool>,
+    /// For a nested loop: a timerfd, armed for the next thing due, so that
+    /// the fd is readable then; and what it is armed for.
+    nest_timer: Option<rustix::fd::OwnedFd>,
+    nest_armed: Option<Instant>,
     quit: bool,
     iterations: u64,
 }
@@ -267,6 +275,9 @@ impl EventLoop {
                 completions: HashMap::new(),
                 next_job: 0,
                 current_source: None,
+                nested: std::cell::Cell::new(false),
+                nest_timer: None,
+                nest_armed: None,
                 quit: false,
                 iterations: 0,
             },
@@ -293,6 +304,16 @@ impl EventLoop {
         }
     }
 
+    /// Runs one iteration without waiting: what a loop nested in another
+    /// calls when its fd is readable (see the `AsFd` impl).
+    ///
+    /// # Errors
+    ///
+    /// The poller's errors.
+    pub fn dispatch(&mut self) -> io::Result<()> {
+        self.run_once(Some(Duration::ZERO))
+    }
+
     /// Runs one iteration, waiting at most `timeout` for I/O (`None`: until
     /// something happens).
     ///
@@ -305,6 +326,24 @@ impl EventLoop {
             .loop_thread
             .store(thread_id(), Ordering::Relaxed);
         self.cx.iterate(timeout)
+    }
+}
+
+/// The fd another event loop polls for this one: readable when this loop
+/// has something to do (ready I/O, a functor from another thread, a due
+/// timer). Register it for readability in tokio (`AsyncFd`), calloop
+/// (`Generic`), mio or another rouse loop, and call
+/// [`dispatch`](EventLoop::dispatch) whenever it is readable; call it once
+/// after registering, too.
+///
+/// Functors from other threads wake the outer loop with one system call per
+/// dispatch at most (see [`Poller`]'s `AsFd`); the loop's timers are kept in
+/// a timerfd inside its poller, made on the first dispatch that has a timer
+/// to arm, and re-armed only when the next deadline changes.
+impl AsFd for EventLoop {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.cx.nested.set(true);
+        self.cx.poller.as_fd()
     }
 }
 
@@ -693,7 +732,9 @@ impl Ctx {
         self.queue_unseen = true;
         let result = polled.map(|_| {
             for ev in &events {
-                if ev.token() != WAKE {
+                if ev.token() == NEST_TIMER {
+                    self.expire_nest_timer();
+                } else if ev.token() != WAKE {
                     let ready = Ready {
                         readable: ev.is_readable(),
                         writable: ev.is_writable(),
@@ -708,7 +749,71 @@ impl Ctx {
         result?;
         self.run_functors();
         self.run_timers();
+        if self.nested.get() {
+            self.arm_nest_timer()?;
+        }
         Ok(())
+    }
+
+    /// For a nested loop: arms the timerfd for the next thing due (at once,
+    /// if functors wait), so that the loop's fd is readable then.
+    fn arm_nest_timer(&mut self) -> io::Result<()> {
+        use rustix::time::{Itimerspec, TimerfdTimerFlags, Timespec};
+        let now = Instant::now();
+        let next = if !self.backlog.is_empty() || !self.local.is_empty() {
+            Some(now)
+        } else {
+            self.timers.next_deadline()
+        };
+        if next == self.nest_armed {
+            return Ok(());
+        }
+        let timer = match &self.nest_timer {
+            Some(t) => t,
+            None => {
+                use rustix::time::{TimerfdClockId, TimerfdFlags};
+                let t = rustix::time::timerfd_create(
+                    TimerfdClockId::Monotonic,
+                    TimerfdFlags::CLOEXEC | TimerfdFlags::NONBLOCK,
+                )?;
+                self.poller.register(&t, NEST_TIMER, Interest::READABLE)?;
+                self.nest_timer.insert(t)
+            }
+        };
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let value = match next {
+            None => zero,
+            Some(at) => {
+                // Never zero, which would disarm it: at least a nanosecond.
+                let d = at
+                    .saturating_duration_since(now)
+                    .max(Duration::from_nanos(1));
+                Timespec {
+                    tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+                    tv_nsec: d.subsec_nanos().into(),
+                }
+            }
+        };
+        let spec = Itimerspec {
+            it_interval: zero,
+            it_value: value,
+        };
+        rustix::time::timerfd_settime(timer, TimerfdTimerFlags::empty(), &spec)?;
+        self.nest_armed = next;
+        Ok(())
+    }
+
+    /// The nested loop's timerfd fired: read it (so that it stops being
+    /// readable), and arm it afresh at the end of this iteration.
+    fn expire_nest_timer(&mut self) {
+        if let Some(t) = &self.nest_timer {
+            let mut buf = [0u8; 8];
+            let _ = rustix::io::read(t, &mut buf);
+        }
+        self.nest_armed = None;
     }
 
     fn dispatch(&mut self, id: SourceId, ready: Ready) {

@@ -76,6 +76,11 @@
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "rouse-loop supports Linux only: it is built on rouse-poll (epoll, eventfd, io_uring)"
+);
+
 mod error;
 mod event_loop;
 mod group;
@@ -92,10 +97,10 @@ pub use pool::WorkerPool;
 pub use rouse_poll::{Backend, Forked, Interest, Poller, Stats};
 pub use timer::TimerId;
 
-/// The README's examples (one per crate), run as doc-tests so that they stay
+/// The examples of this crate's README, run as doc-tests so that they stay
 /// true.
 #[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
+#[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
 /// Locks and atomics that loom can model-check.

@@ -16,9 +16,14 @@ type Job = Box<dyn FnOnce(&LoopHandle) + Send>;
 ///
 /// [`spawn`](WorkerPool::spawn) runs `work` on a worker and then `on_done`
 /// with its result on the loop thread. Completions travel through the loop's
-/// functor queue, so a burst of them costs one wake, not one per job; the
-/// pool can be shared between threads (`Sync`), and dropping it finishes the
-/// jobs already queued, then joins the workers.
+/// functor queue, so they share wakes when they can: a completion that
+/// arrives while an earlier one is still queued, or while the loop is busy,
+/// costs no wake at all, so completions that come faster than the loop
+/// drains them cost a few wakes per thousand. A completion that finds the
+/// loop idle, with nothing queued, must wake it: jobs that finish one at a
+/// time, far apart, cost one wake (and one system call, if the loop sleeps)
+/// each. The pool can be shared between threads (`Sync`), and dropping it
+/// finishes the jobs already queued, then joins the workers.
 ///
 /// A job that panics does not take its worker with it: the panic is caught
 /// on the worker and resumed on the loop thread, where it unwinds out of

@@ -243,8 +243,8 @@ mod tests {
 
     #[test]
     fn the_wake_protocol_corpus_replays_clean() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        rouse_sys::fuzz::replay(&root, "wake_protocol", |data| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/wake_protocol");
+        rouse_sys::fuzz::replay(&dir, |data| {
             wake_protocol(data);
         });
     }

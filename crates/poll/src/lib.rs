@@ -66,6 +66,9 @@
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!("rouse-poll supports Linux only: it is built on epoll, eventfd and io_uring");
+
 mod event;
 #[cfg(all(any(test, feature = "fuzzing"), not(loom)))]
 #[doc(hidden)]
@@ -89,3 +92,9 @@ mod sync {
     #[cfg(not(loom))]
     pub(crate) use std::sync::atomic;
 }
+
+/// The examples of this crate's README, run as doc-tests so that they stay
+/// true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -274,6 +274,9 @@ pub struct Poller {
     selector: Selector,
     driver: Mutex<Polling>,
     spin: Duration,
+    /// Its fd has been handed out, for another loop to poll: see the `AsFd`
+    /// impl.
+    nested: AtomicBool,
 }
 
 enum Selector {
@@ -407,6 +410,7 @@ impl Poller {
             selector,
             driver: Mutex::new(Polling { driver, seq: 0 }),
             spin,
+            nested: AtomicBool::new(false),
         })
     }
 
@@ -515,6 +519,24 @@ impl Poller {
     pub fn poll(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
         events.clear();
         self.check_fork()?;
+        if !self.nested.load(Relaxed) {
+            return self.poll_inner(events, timeout);
+        }
+        // Driven by another loop: between polls the poller counts as parked
+        // (see the `AsFd` impl), so that a wake makes the fd readable.
+        let shared = &*self.shared;
+        let result = self.poll_inner(events, timeout);
+        if !shared.state.park() && shared.state.is_notified() {
+            // Woken since this poll looked: make the fd readable now.
+            if let Signal::Fd(fd) = &shared.signal {
+                shared.wake_syscalls.fetch_add(1, Relaxed);
+                fd.wake()?;
+            }
+        }
+        result
+    }
+
+    fn poll_inner(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
         let mut polling = match self.driver.try_lock() {
             Ok(d) => d,
             // A panic in a wait leaves nothing half-done in the driver.
@@ -530,6 +552,11 @@ impl Poller {
         polling.seq += 1;
         let seq = polling.seq;
         let shared = &*self.shared;
+        if self.nested.load(Relaxed) && shared.state.is_parked() && shared.state.unpark() {
+            // Parked since the last poll, as a nested poller is: a wake
+            // came meanwhile.
+            shared.collect_wakes(events, seq);
+        }
         // The clock is read only for a timeout that can run out.
         let deadline = match timeout {
             Some(t) if !t.is_zero() => Instant::now().checked_add(t),
@@ -606,6 +633,40 @@ impl Poller {
 
     fn check_fork(&self) -> io::Result<()> {
         self.shared.check_fork()
+    }
+}
+
+/// The fd another event loop polls for this poller: readable when a poll
+/// would report something (a registration is ready, or a waker woke it).
+///
+/// This is how a rouse poller nests in tokio (`AsyncFd`), calloop
+/// (`Generic`), mio, `polling` or another rouse poller: register the fd for
+/// readability there, and when it is readable, [`poll`](Poller::poll) this
+/// one with a zero timeout. From the first call on, the poller counts as
+/// parked whenever it is not inside `poll`, so that a wake from another
+/// thread costs one system call (coalesced: one per dispatch), which is
+/// what wakes the outer loop. Readiness of registrations reaches the outer
+/// loop through the kernel, with no system call of rouse's.
+///
+/// On epoll the fd is the epoll instance; on io_uring it is the epoll set
+/// that holds the registrations, into which the wake fd is added on this
+/// first call. With [`UringWake::MsgRing`] there is no wake fd, so wakes do
+/// not make this fd readable: nest an epoll poller or one on
+/// [`UringWake::EventFd`].
+impl AsFd for Poller {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        let set = match &self.selector {
+            Selector::Epoll(ep) => ep,
+            Selector::Uring(ring) => ring.set(),
+        };
+        if !self.nested.swap(true, Relaxed) {
+            if let (Selector::Uring(_), Signal::Fd(wake)) = (&self.selector, &self.shared.signal) {
+                // Cannot fail but for memory: the set and the fd are ours.
+                let _ = set.add_wake(wake.as_fd());
+            }
+            self.shared.state.park();
+        }
+        set.as_fd()
     }
 }
 

@@ -6,6 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 
 use rustix::event::EventfdFlags;
 use rustix::fs::FileType;
+use rustix::io::Errno;
 
 use crate::retry;
 
@@ -90,9 +91,9 @@ impl EventFd {
     /// # Errors
     ///
     /// * Flag bits other than the three defined ones (possible only through
-    ///   [`EventFdFlags::from_bits_retain`]) fail with
-    ///   [`io::ErrorKind::InvalidInput`], as the kernel's `EINVAL` would,
-    ///   but with the unknown bits named and without a system call.
+    ///   [`EventFdFlags::from_bits_retain`]) fail with the kernel's own
+    ///   error, `EINVAL` ([`io::ErrorKind::InvalidInput`]), but without a
+    ///   system call.
     /// * Otherwise the OS error of `eventfd2(2)`: `EMFILE` or `ENFILE` when
     ///   descriptors run out, `ENOSYS` where the kernel has no eventfd.
     ///
@@ -109,17 +110,37 @@ impl EventFd {
     /// ```
     #[doc(alias = "eventfd2")]
     pub fn new(initval: u32, flags: EventFdFlags) -> io::Result<EventFd> {
-        let unknown = flags.bits() & !EventFdFlags::all().bits();
-        if unknown != 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "eventfd: unknown flag bits {unknown:#x} (the kernel knows only EFD_CLOEXEC, EFD_NONBLOCK and EFD_SEMAPHORE)"
-                ),
-            ));
+        if flags.bits() & !EventFdFlags::all().bits() != 0 {
+            // What eventfd2(2) answers, without the call.
+            return Err(Errno::INVAL.into());
         }
         let fd = rustix::event::eventfd(initval, EventfdFlags::from_bits_retain(flags.bits()))?;
         Ok(EventFd { fd })
+    }
+
+    /// Another descriptor for the same eventfd (`F_DUPFD_CLOEXEC`): both
+    /// share one counter, so one can be handed to a thread that writes
+    /// while the other is read or polled.
+    ///
+    /// # Errors
+    ///
+    /// The OS error of `fcntl(2)`, e.g. `EMFILE`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rouse_sys::{EventFd, EventFdFlags};
+    ///
+    /// let fd = EventFd::new(0, EventFdFlags::NONBLOCK)?;
+    /// let writer = fd.try_clone()?;
+    /// std::thread::spawn(move || writer.write(2)).join().unwrap()?;
+    /// assert_eq!(fd.read()?, 2);
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn try_clone(&self) -> io::Result<EventFd> {
+        Ok(EventFd {
+            fd: rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)?,
+        })
     }
 
     /// Adopts a descriptor that refers to an eventfd, such as one inherited
@@ -180,8 +201,8 @@ impl EventFd {
     ///
     /// # Errors
     ///
-    /// * `n == u64::MAX` fails with [`io::ErrorKind::InvalidInput`] at once, as
-    ///   the kernel would, but without a system call.
+    /// * `n == u64::MAX` fails at once with the kernel's own error, `EINVAL`
+    ///   ([`io::ErrorKind::InvalidInput`]), but without a system call.
     /// * A write that would take the counter past `0xffff_ffff_ffff_fffe`
     ///   sleeps until a read makes room, or on a non-blocking eventfd fails
     ///   with [`io::ErrorKind::WouldBlock`], leaving the counter unchanged.
@@ -190,10 +211,8 @@ impl EventFd {
     #[inline]
     pub fn write(&self, n: u64) -> io::Result<()> {
         if n == u64::MAX {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "eventfd: u64::MAX cannot be written (the counter's ceiling is u64::MAX - 1)",
-            ));
+            // What write(2) answers, without the call.
+            return Err(Errno::INVAL.into());
         }
         let n = retry(|| rustix::io::write(&self.fd, &n.to_ne_bytes()))?;
         debug_assert_eq!(n, 8);

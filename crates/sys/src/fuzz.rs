@@ -211,48 +211,42 @@ fn saturate(fd: &WakeFd) -> io::Result<()> {
     }
 }
 
-/// Runs `check` on every file of `fuzz/corpus/<target>` and of
-/// `fuzz/artifacts/<target>` (the findings kept as regressions) under the
-/// workspace root `root`, and returns how many it ran.
+/// Runs `check` on every file of the corpus directory `dir` (a crate's
+/// `corpus/TARGET`: the seeds the fuzzer grew, and any finding kept there as
+/// a regression), and returns how many there were.
 ///
 /// # Panics
 ///
 /// Names the first file that `check` panics on, and panics when there is no
 /// file at all, so that a moved corpus cannot pass as an empty one.
-pub fn replay(root: &std::path::Path, target: &str, check: fn(&[u8])) -> usize {
-    let fuzz = root.join("fuzz");
+pub fn replay(dir: &std::path::Path, check: fn(&[u8])) -> usize {
     let mut n = 0;
-    for dir in [
-        fuzz.join("corpus").join(target),
-        fuzz.join("artifacts").join(target),
-    ] {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.expect("a readable corpus directory").path();
-            let data = std::fs::read(&path).expect("a readable corpus file");
-            let outcome = std::panic::catch_unwind(|| check(&data));
-            assert!(outcome.is_ok(), "{} fails", path.display());
-            n += 1;
-        }
+    let entries =
+        std::fs::read_dir(dir).unwrap_or_else(|e| panic!("no corpus at {}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.expect("a readable corpus directory").path();
+        let data = std::fs::read(&path).expect("a readable corpus file");
+        let outcome = std::panic::catch_unwind(|| check(&data));
+        assert!(outcome.is_ok(), "{} fails", path.display());
+        n += 1;
     }
-    assert!(n > 0, "no corpus for {target} under {}", fuzz.display());
+    assert!(n > 0, "an empty corpus at {}", dir.display());
     n
 }
 
 #[cfg(test)]
 mod tests {
-    //! Replays every file of the committed corpora (`fuzz/corpus/counter`,
-    //! `fuzz/corpus/wake_fd`) and the crashes kept as regressions
-    //! (`fuzz/artifacts/...`, if any) through the same checks.
+    //! Replays every file of the committed corpora (`corpus/counter`,
+    //! `corpus/wake_fd` in this crate, findings kept as regressions
+    //! included) through the same checks.
 
     use std::path::Path;
 
     fn replay(target: &str, check: fn(&[u8])) {
         super::replay(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."),
-            target,
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("corpus")
+                .join(target),
             check,
         );
     }

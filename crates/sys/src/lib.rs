@@ -53,6 +53,9 @@
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!("rouse-sys supports Linux only: it is built on eventfd and Linux pipes");
+
 pub mod counter;
 mod eventfd;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -75,3 +78,9 @@ fn retry<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<
         }
     }
 }
+
+/// The examples of this crate's README, run as doc-tests so that they stay
+/// true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -50,12 +50,13 @@ fn every_flag_bit_but_the_three_known_ones_is_refused_as_the_model_says() {
                 model
             ),
         }
-        // The wrapper refuses the same bits, with a message that names them.
+        // The wrapper refuses the same bits with the kernel's own error
+        // (without making the call), so that code matching on errno works.
         let wrapped = EventFd::new(7, EventFdFlags::from_bits_retain(raw));
         assert_eq!(wrapped.is_ok(), model.is_some(), "bit {bit}");
         if let Err(e) = wrapped {
             assert_eq!(e.kind(), ErrorKind::InvalidInput);
-            assert!(e.to_string().contains(&format!("{raw:#x}")), "{e}");
+            assert_eq!(e.raw_os_error(), Some(Errno::INVAL.raw_os_error()), "{e}");
         }
     }
     assert!(Model::from_raw_flags(0, VALID_RAW_FLAGS).is_some());

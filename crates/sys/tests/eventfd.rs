@@ -254,6 +254,11 @@ fn writing_u64_max_is_invalid_input_and_changes_nothing() {
         let fd = nonblocking(7, mode);
         let err = fd.write(u64::MAX).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{mode:?}");
+        // The kernel's own error, so that code matching on errno works.
+        assert_eq!(
+            err.raw_os_error(),
+            Some(rustix::io::Errno::INVAL.raw_os_error())
+        );
         assert_eq!(fdinfo_count(&fd), 7);
         // On a blocking eventfd at the ceiling it is refused at once too.
         let fd = blocking(0, mode);

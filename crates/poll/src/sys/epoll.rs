@@ -48,6 +48,18 @@ impl Epoll {
         Ok(Epoll { ep })
     }
 
+    /// Adds the wake fd, edge-triggered, reported as the wake signal (for a
+    /// set that was made without it).
+    pub(crate) fn add_wake(&self, wake: BorrowedFd<'_>) -> io::Result<()> {
+        epoll::add(
+            &self.ep,
+            wake,
+            EventData::new_u64(WAKE_KEY),
+            EventFlags::IN | EventFlags::ET,
+        )?;
+        Ok(())
+    }
+
     pub(crate) fn register(
         &self,
         fd: BorrowedFd<'_>,

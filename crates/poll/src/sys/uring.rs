@@ -155,6 +155,12 @@ impl Uring {
         Ok((Uring { set }, driver))
     }
 
+    /// The registration set, whose fd another loop can poll; with `wake`,
+    /// the wake fd is added to it (once), so that wakes make it readable too.
+    pub(crate) fn set(&self) -> &Epoll {
+        &self.set
+    }
+
     pub(crate) fn register(
         &self,
         fd: BorrowedFd<'_>,
@@ -311,6 +317,11 @@ impl UringDriver {
                     for ev in &self.buf[..n as usize] {
                         // Copies out of the packed struct.
                         let (data, mask) = (ev.u64, ev.events);
+                        if data == WAKE_KEY {
+                            // The wake fd, in the set for a nested poller.
+                            out.woke = true;
+                            continue;
+                        }
                         if events.is_full() {
                             // Level-triggered: reported by the next poll.
                             break;
