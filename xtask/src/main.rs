@@ -172,10 +172,7 @@ const CRATES: &[&str] = &["rouse-sys", "rouse-poll", "rouse-loop"];
 fn packages(sh: &Shell) -> anyhow::Result<()> {
     step("packages: each crate packaged, unpacked and tested from its package");
     let target = target_dir(sh)?;
-    let version = cmd!(sh, "cargo metadata --format-version 1 --no-deps")
-        .quiet()
-        .read()?;
-    let meta: serde_json::Value = serde_json::from_str(&version)?;
+    let meta = metadata(sh)?;
     let mut args = Vec::new();
     for c in CRATES {
         args.push("-p".to_string());
@@ -189,11 +186,7 @@ fn packages(sh: &Shell) -> anyhow::Result<()> {
     let mut members = Vec::new();
     let mut patches = String::new();
     for c in CRATES {
-        let v = meta["packages"]
-            .as_array()
-            .and_then(|ps| ps.iter().find(|p| p["name"] == *c))
-            .and_then(|p| p["version"].as_str())
-            .ok_or_else(|| anyhow::anyhow!("no version for {c}"))?;
+        let v = package_field(&meta, c, "version")?;
         let dir = format!("{c}-{v}");
         let krate = target.join("package").join(format!("{dir}.crate"));
         cmd!(sh, "tar -xzf {krate} -C {check}").run()?;
@@ -218,16 +211,7 @@ fn packages(sh: &Shell) -> anyhow::Result<()> {
 /// Builds the library crates with the toolchain of the `rust-version` the
 /// manifests claim, if it is installed here.
 fn msrv(sh: &Shell) -> anyhow::Result<()> {
-    let json = cmd!(sh, "cargo metadata --format-version 1 --no-deps")
-        .quiet()
-        .read()?;
-    let meta: serde_json::Value = serde_json::from_str(&json)?;
-    let version = meta["packages"]
-        .as_array()
-        .and_then(|ps| ps.iter().find(|p| p["name"] == "rouse-sys"))
-        .and_then(|p| p["rust_version"].as_str())
-        .ok_or_else(|| anyhow::anyhow!("rouse-sys claims no rust-version"))?
-        .to_string();
+    let version = package_field(&metadata(sh)?, "rouse-sys", "rust_version")?;
     step(&format!("minimum supported Rust version ({version})"));
     let toolchain = format!("+{version}");
     let installed = cmd!(sh, "cargo {toolchain} --version")
@@ -268,13 +252,28 @@ fn loom(sh: &Shell) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The target directory, as cargo sees it (so `CARGO_TARGET_DIR` and
-/// `build.target-dir` are honoured).
-pub(crate) fn target_dir(sh: &Shell) -> anyhow::Result<PathBuf> {
+/// `cargo metadata` of the workspace's own packages.
+fn metadata(sh: &Shell) -> anyhow::Result<serde_json::Value> {
     let json = cmd!(sh, "cargo metadata --format-version 1 --no-deps")
         .quiet()
         .read()?;
-    let v: serde_json::Value = serde_json::from_str(&json)?;
+    Ok(serde_json::from_str(&json)?)
+}
+
+/// A field of one of the workspace's packages, from `cargo metadata`.
+fn package_field(meta: &serde_json::Value, package: &str, field: &str) -> anyhow::Result<String> {
+    meta["packages"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == package))
+        .and_then(|p| p[field].as_str())
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("cargo metadata gives {package} no {field}"))
+}
+
+/// The target directory, as cargo sees it (so `CARGO_TARGET_DIR` and
+/// `build.target-dir` are honoured).
+pub(crate) fn target_dir(sh: &Shell) -> anyhow::Result<PathBuf> {
+    let v = metadata(sh)?;
     let dir = v["target_directory"]
         .as_str()
         .ok_or_else(|| anyhow::anyhow!("cargo metadata gave no target_directory"))?;
