@@ -45,8 +45,15 @@
 //!         match ev.token() {
 //!             SOCKET => {
 //!                 let mut buf = [0; 16];
-//!                 assert_eq!(sock.read(&mut buf)?, 5);
-//!                 got_data = true;
+//!                 match sock.read(&mut buf)? {
+//!                     // The peer has gone, after its write: level-triggered,
+//!                     // end-of-file is reported until the socket goes.
+//!                     0 => poller.deregister(&sock)?,
+//!                     n => {
+//!                         assert_eq!(&buf[..n], b"hello");
+//!                         got_data = true;
+//!                     }
+//!                 }
 //!             }
 //!             WAKE => woken = true,
 //!             _ => unreachable!(),
