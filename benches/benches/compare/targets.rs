@@ -368,13 +368,17 @@ impl Rounds {
         rounds: 1,
         batch: Duration::from_millis(1),
     };
+    /// Batches of about 100 ms: long enough that what a run costs once
+    /// (its threads' first wake-up across CPUs, a fresh queue's growth) is a
+    /// small part of it. With 25 ms batches, rouse-loop's functor rows
+    /// measured twice their per-functor cost in long runs.
     pub(crate) const QUICK: Rounds = Rounds {
         rounds: 21,
-        batch: Duration::from_millis(25),
+        batch: Duration::from_millis(100),
     };
     pub(crate) const FULL: Rounds = Rounds {
-        rounds: 61,
-        batch: Duration::from_millis(60),
+        rounds: 41,
+        batch: Duration::from_millis(250),
     };
 }
 

@@ -378,3 +378,27 @@ fn callbacks_on_the_loop_thread_may_hold_rc_and_closures_need_no_annotation() {
     t.join().unwrap().unwrap();
     assert_eq!(*log.borrow(), ["read 3", "functor", "timer"]);
 }
+
+/// A repeating timer with a period of zero would run in every iteration
+/// (a busy loop): refused, on the loop thread and through a handle.
+#[test]
+fn a_zero_period_is_refused_on_both_paths() {
+    let mut lp = EventLoop::new().unwrap();
+    let err = lp
+        .run_every(Duration::ZERO, Duration::ZERO, |_| {})
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    match lp
+        .handle()
+        .run_every(Duration::ZERO, Duration::ZERO, |_| {})
+    {
+        Err(Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(lp.timer_count(), 0);
+    // The smallest period there is still works.
+    let id = lp
+        .run_every(Duration::ZERO, Duration::from_nanos(1), |_| {})
+        .unwrap();
+    assert!(lp.cancel(id));
+}

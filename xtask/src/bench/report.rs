@@ -18,14 +18,12 @@ pub(crate) fn fmt_ns(ns: f64) -> String {
     }
 }
 
-/// A perf count per operation. (count(2N) − count(N)) / N can come out a
-/// hair below zero when set-up varies between the two runs: that is zero.
+/// A perf count per operation. (count(2N) − count(N)) / N comes out below
+/// zero when set-up cost more system calls in the N run than in the 2N one
+/// (threads starting, a pipe filling): the operations then cost none
+/// measurable, shown as 0.
 fn fmt_count(v: f64) -> String {
-    if v < 0.0 && v > -0.05 {
-        "0.000".into()
-    } else {
-        format!("{v:.3}")
-    }
+    format!("{:.3}", v.max(0.0))
 }
 
 /// The per-group tables.
@@ -164,7 +162,8 @@ pub(crate) fn report(m: &Measured, machine: &str, command: &str, counted: bool) 
          counters are rouse's own `Poller::stats()` and loop counters, summed over every \
          sample. perf counts are `perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_write` \
          over the whole process, run for N and for 2N operations, (count(2N) − count(N)) / N, \
-         so set-up cancels out (a difference a hair below zero is shown as 0); they include \
+         so set-up cancels out (a difference below zero, where set-up varied more than the \
+         operations cost, is shown as 0); they include \
          every thread's calls (both ends of a round trip, producers and consumer).{}\n\n\
          ![rouse beside its peers](report.svg)\n",
         if counted {
