@@ -32,13 +32,24 @@ pub const URING_WAKE_ENV: &str = "ROUSE_URING_WAKE";
 /// poller waits and is woken.
 ///
 /// [`Poller::new`] uses **epoll**. It is what mio, polling and calloop use,
-/// it needs nothing newer than Linux 5.11, and it measures at least as fast
-/// as io_uring on every wake and poll row of `cargo xtask bench` on the
-/// machines this crate is measured on (see the README's benchmark table):
-/// the io_uring wait adds a layer (a ring request that reads the epoll set)
-/// and costs more per wait. Ask for io_uring with
-/// [`Poller::with_backend`] or [`BACKEND_ENV`]`=io_uring` to wake a poller
-/// by message from other rings ([`UringWake::MsgRing`]), with no eventfd.
+/// it needs nothing newer than Linux 5.11, and io_uring does not beat it.
+/// Measured by `cargo xtask bench` on 2026-11-30 (2 vCPUs, AMD EPYC, Linux
+/// 6.18; the README carries the latest full table), in rounds interleaved
+/// with epoll's:
+///
+/// | io_uring against epoll | ratio (95% interval) |
+/// |---|---|
+/// | wake round trip, one CPU, eventfd wake | 0.98× (0.95 – 1.01) |
+/// | wake round trip, one CPU, `MSG_RING` wake | 1.09× (1.06 – 1.16) |
+/// | one zero-timeout poll beside 10 idle fds (criterion medians) | 1.29× |
+///
+/// On two CPUs both backends spend most of a round trip waiting for the
+/// hypervisor to wake a vCPU, and their ratios swing from run to run. So
+/// the io_uring wait, which adds a layer (a ring request that reads the
+/// epoll set), is level with epoll where a wake dominates and dearer where
+/// a poll finds work at once. Ask for io_uring with [`Poller::with_backend`]
+/// or [`BACKEND_ENV`]`=io_uring`, for example to wake a poller by message
+/// from other rings ([`UringWake::MsgRing`]), with no eventfd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Backend {
     /// `epoll(7)`: one `epoll_pwait2` per wait (Linux 5.11 or later). The

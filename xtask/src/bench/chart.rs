@@ -41,7 +41,7 @@ fn colour(s: Side) -> &'static str {
 
 /// The SVG.
 pub(crate) fn svg(m: &Measured, machine: &str, command: &str) -> String {
-    let (w, label_w, value_w, bar_h, gap) = (1040.0, 380.0, 140.0, 15.0, 4.0);
+    let (w, label_w, value_w, bar_h, gap) = (1100.0, 440.0, 140.0, 15.0, 4.0);
     let bar_max = w - label_w - value_w - 20.0;
     let mut body = String::new();
     let mut y = 88.0;
