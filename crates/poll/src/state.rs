@@ -309,25 +309,33 @@ mod loom_models {
         });
     }
 
+    /// Three threads and a retry: bounded to three preemptions, which still
+    /// puts a failed call and its retract between every pair of the
+    /// poller's steps.
+    fn bounded() -> loom::model::Builder {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model
+    }
+
+    /// A waker on slot 0 whose system call fails once, and who then wakes
+    /// again, as a caller of `wake` that got the error would.
+    fn failing_then_retrying(world: &Arc<World>) -> loom::thread::JoinHandle<()> {
+        let world = Arc::clone(world);
+        loom::thread::spawn(move || {
+            if !try_wake(&world, 0, true) {
+                wake(&world, 0);
+            }
+        })
+    }
+
     /// A waker whose system call fails retries; another waker's wake that
     /// coalesced onto the failed one is not lost either.
     #[test]
     fn loom_a_failed_wake_system_call_is_made_again_by_the_next_wake() {
-        // Three threads and a retry: bounded to three preemptions, which
-        // still puts a failed call and its retract between every pair of
-        // the poller's steps.
-        let mut model = loom::model::Builder::new();
-        model.preemption_bound = Some(3);
-        model.check(|| {
+        bounded().check(|| {
             let world = world();
-            let failing = {
-                let world = Arc::clone(&world);
-                loom::thread::spawn(move || {
-                    if !try_wake(&world, 0, true) {
-                        wake(&world, 0);
-                    }
-                })
-            };
+            let failing = failing_then_retrying(&world);
             let other = {
                 let world = Arc::clone(&world);
                 loom::thread::spawn(move || wake(&world, 1))
@@ -345,21 +353,9 @@ mod loom_models {
     /// poller is woken.
     #[test]
     fn loom_a_wake_on_a_slot_left_pending_by_a_failed_call_notifies_again() {
-        // Three threads and a retry: bounded to three preemptions, which
-        // still puts a failed call and its retract between every pair of
-        // the poller's steps.
-        let mut model = loom::model::Builder::new();
-        model.preemption_bound = Some(3);
-        model.check(|| {
+        bounded().check(|| {
             let world = world();
-            let failing = {
-                let world = Arc::clone(&world);
-                loom::thread::spawn(move || {
-                    if !try_wake(&world, 0, true) {
-                        wake(&world, 0);
-                    }
-                })
-            };
+            let failing = failing_then_retrying(&world);
             let clone = {
                 let world = Arc::clone(&world);
                 loom::thread::spawn(move || {
