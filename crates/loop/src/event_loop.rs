@@ -253,7 +253,7 @@ impl EventLoop {
             queue: Queue::new(),
             waker,
             quit: AtomicBool::new(false),
-            loop_thread: AtomicU64::new(thread_id()),
+            loop_thread: thread_id(),
             wake_calls: AtomicU64::new(0),
             held: AtomicUsize::new(0),
             timers: Arc::clone(&timers),
@@ -286,16 +286,14 @@ impl EventLoop {
 
     /// Runs iterations until [`Ctx::quit`] or [`LoopHandle::quit`].
     ///
-    /// The calling thread becomes the loop thread. A quit requested before
-    /// `run` makes it return after one iteration; `run` may be called again
-    /// afterwards.
+    /// A quit requested before `run` makes it return after one iteration;
+    /// `run` may be called again afterwards.
     ///
     /// # Errors
     ///
     /// The poller's errors, which end the run.
     pub fn run(&mut self) -> io::Result<()> {
         let cx = &mut self.cx;
-        cx.shared.loop_thread.store(thread_id(), Ordering::Relaxed);
         loop {
             cx.iterate(None)?;
             if cx.take_quit() {
@@ -321,10 +319,6 @@ impl EventLoop {
     ///
     /// The poller's errors.
     pub fn run_once(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.cx
-            .shared
-            .loop_thread
-            .store(thread_id(), Ordering::Relaxed);
         self.cx.iterate(timeout)
     }
 }

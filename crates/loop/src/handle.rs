@@ -27,7 +27,7 @@ pub(crate) struct Shared {
     pub(crate) waker: Waker,
     pub(crate) quit: AtomicBool,
     /// The id (see [`thread_id`]) of the loop thread.
-    pub(crate) loop_thread: AtomicU64,
+    pub(crate) loop_thread: u64,
     /// Calls to `Waker::wake` the queue asked for.
     pub(crate) wake_calls: AtomicU64,
     /// Functors the loop holds and has not yet run: taken from the queue (or
@@ -78,7 +78,7 @@ impl Shared {
     }
 
     pub(crate) fn in_loop_thread(&self) -> bool {
-        self.loop_thread.load(Ordering::Relaxed) == thread_id()
+        self.loop_thread == thread_id()
     }
 
     /// Cancels a timer from any thread: see [`LoopHandle::cancel`].
@@ -169,9 +169,8 @@ impl LoopHandle {
         }
     }
 
-    /// Whether the caller is on the loop thread: the thread that created the
-    /// loop until [`run`](crate::EventLoop::run) is called, and the thread
-    /// running it from then on.
+    /// Whether the caller is on the loop thread: the thread that made the
+    /// loop (which, not being `Send`, runs there).
     pub fn is_in_loop_thread(&self) -> bool {
         self.shared.in_loop_thread()
     }
