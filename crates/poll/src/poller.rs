@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, TryLockError};
 use std::time::{Duration, Instant};
 
 use rouse_sys::WakeFd;
@@ -88,8 +88,10 @@ pub enum UringWake {
     /// An eventfd (or pipe, under `ROUSE_FORCE_PIPE=1`) polled by the ring.
     #[default]
     EventFd,
-    /// `IORING_OP_MSG_RING` from a ring owned by each waker. No eventfd at
-    /// all.
+    /// `IORING_OP_MSG_RING` from a ring owned by each waker. No eventfd,
+    /// unless the poller's fd is handed to another loop to poll (see the
+    /// `AsFd` impl of [`Poller`]): a wake must then make that fd readable,
+    /// which a message to the ring does not, so one is made then.
     MsgRing,
 }
 
@@ -288,6 +290,9 @@ pub struct Poller {
     /// Its fd has been handed out, for another loop to poll: see the `AsFd`
     /// impl.
     nested: AtomicBool,
+    /// Why wakes cannot make the fd readable, if they cannot: reported by
+    /// every poll.
+    nest_failed: Mutex<Option<io::Error>>,
 }
 
 enum Selector {
@@ -391,7 +396,10 @@ impl Poller {
                 let (uring, driver) = Uring::new(WakeVia::Msg)?;
                 let target = RwLock::new(uring::dup_ring_fd(&driver)?);
                 Poller::assemble(
-                    Signal::MsgRing { target },
+                    Signal::MsgRing {
+                        target,
+                        nest: OnceLock::new(),
+                    },
                     Selector::Uring(uring),
                     Driver::Uring(Box::new(driver)),
                     spin,
@@ -422,6 +430,7 @@ impl Poller {
             driver: Mutex::new(Polling { driver, seq: 0 }),
             spin,
             nested: AtomicBool::new(false),
+            nest_failed: Mutex::new(None),
         })
     }
 
@@ -535,11 +544,20 @@ impl Poller {
         }
         // Driven by another loop: between polls the poller counts as parked
         // (see the `AsFd` impl), so that a wake makes the fd readable.
+        if let Some(e) = &*self.nest_failed.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "this poller's fd was handed to another loop, but wakes cannot \
+                     make it readable: its wake fd could not be put in the set: {e}"
+                ),
+            ));
+        }
         let shared = &*self.shared;
         let result = self.poll_inner(events, timeout);
         if !shared.state.park() && shared.state.is_notified() {
             // Woken since this poll looked: make the fd readable now.
-            if let Signal::Fd(fd) = &shared.signal {
+            if let Some(fd) = shared.signal.wake_fd() {
                 shared.wake_syscalls.fetch_add(1, Relaxed);
                 fd.wake()?;
             }
@@ -661,21 +679,34 @@ impl Poller {
 ///
 /// On epoll the fd is the epoll instance; on io_uring it is the epoll set
 /// that holds the registrations, into which the wake fd is added on this
-/// first call. With [`UringWake::MsgRing`] there is no wake fd, so wakes do
-/// not make this fd readable: nest an epoll poller or one on
-/// [`UringWake::EventFd`].
+/// first call. With [`UringWake::MsgRing`], which has no wake fd, this
+/// first call makes one (an eventfd, or a pipe where eventfd is missing)
+/// and puts it in the set, and wakes write it from then on instead of
+/// messaging the ring. If that fails (no descriptors left, say), every
+/// later [`poll`](Poller::poll) returns the error, rather than leaving the
+/// outer loop asleep.
 impl AsFd for Poller {
     fn as_fd(&self) -> BorrowedFd<'_> {
         let set = match &self.selector {
             Selector::Epoll(ep) => ep,
             Selector::Uring(ring) => ring.set(),
         };
-        if !self.nested.swap(true, Relaxed) {
-            if let (Selector::Uring(_), Signal::Fd(wake)) = (&self.selector, &self.shared.signal) {
-                // Cannot fail but for memory: the set and the fd are ours.
-                let _ = set.add_wake(wake.as_fd());
+        let mut failed = self.nest_failed.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.nested.load(Relaxed) {
+            if let Selector::Uring(_) = &self.selector {
+                let added = self
+                    .shared
+                    .signal
+                    .nest_fd()
+                    .and_then(|wake| set.add_wake(wake));
+                if let Err(e) = added {
+                    *failed = Some(e);
+                }
             }
+            // Parked after the wake fd is in place, so that a waker that
+            // sees the park writes it.
             self.shared.state.park();
+            self.nested.store(true, Relaxed);
         }
         set.as_fd()
     }

@@ -8,13 +8,16 @@
 //! of any kind, on a closed number; makes files readable, drains them, fills
 //! pipes and drains them again, closes the peer end; wakes wakers from this
 //! thread or another; polls with zero, sub-millisecond and short timeouts,
-//! here or on a short-lived thread the poller is moved to.
+//! with buffers of capacities from 1 to 64 (more and less than can be ready
+//! at once), here or on a short-lived thread the poller is moved to.
 //!
 //! After every poll, what was reported must equal what the model expects:
 //! for each live registration, the readiness `poll(2)` gives for its file at
 //! that moment (so a reported token belongs to a file that is ready, no
 //! ready registration is missing, and an error is reported only for a file
-//! in error), once; and every waker woken since the last poll, once. Every
+//! in error), once; and every waker woken since the last poll, once. When
+//! more is ready than the buffer holds, the poll must fill it: pending wakes
+//! first, then ready registrations, each reported as `poll(2)` sees it. Every
 //! registration call must give the model's outcome (`Ok`, `EBADF`,
 //! `AlreadyExists`, `NotFound`). The same program runs on every backend and
 //! wake path, and their reports must be the same.
@@ -91,9 +94,14 @@ enum Op {
     /// write end.
     ClosePeer(usize),
     Wake(usize, bool),
-    Poll(Timeout),
+    /// A poll with that timeout and a buffer of that capacity.
+    Poll(Timeout, usize),
     PollOnThread,
 }
+
+/// The capacities polls use: below, at and above what a program can have
+/// ready at once (`SLOTS` files and `WAKERS` wakers).
+const CAPACITIES: [usize; 5] = [1, 2, 3, 5, 64];
 
 fn kind() -> impl Strategy<Value = Kind> {
     prop_oneof![
@@ -120,12 +128,18 @@ fn op() -> impl Strategy<Value = Op> {
         3 => slot.clone().prop_map(Op::Drain),
         1 => slot.clone().prop_map(Op::ClosePeer),
         2 => (0..WAKERS, any::<bool>()).prop_map(|(w, t)| Op::Wake(w, t)),
-        6 => prop_oneof![
-            6 => Just(Timeout::Zero),
-            1 => Just(Timeout::Sub),
-            1 => Just(Timeout::Short),
-        ]
-        .prop_map(Op::Poll),
+        6 => (
+            prop_oneof![
+                6 => Just(Timeout::Zero),
+                1 => Just(Timeout::Sub),
+                1 => Just(Timeout::Short),
+            ],
+            prop_oneof![
+                1 => Just(64usize),
+                1 => proptest::sample::select(&CAPACITIES[..]),
+            ],
+        )
+            .prop_map(|(t, c)| Op::Poll(t, c)),
         1 => Just(Op::PollOnThread),
     ]
 }
@@ -191,6 +205,15 @@ fn outcome(r: std::io::Result<()>) -> Outcome {
 /// What a poll reported, in a form that compares across backends.
 type Report = Vec<(usize, bool, bool, bool, bool)>;
 
+/// What must be the same on every backend after a poll: the whole report
+/// when everything ready fitted; when it did not, which ready registrations
+/// fill the room may differ, so only how many events and which wakes.
+#[derive(Debug, PartialEq, Eq)]
+enum Compared {
+    All(Report),
+    Truncated { events: usize, wakes: Vec<usize> },
+}
+
 fn report(events: &Events) -> Report {
     let mut r: Report = events.iter().map(flags).collect();
     r.sort();
@@ -216,7 +239,6 @@ struct World {
     dups: Vec<(usize, OwnedFd)>,
     regs: Vec<Reg>,
     woken: [bool; WAKERS],
-    events: Events,
     /// The next descriptor number to put a new file on: numbers only grow,
     /// so that a number the program closed is never taken by the kernel for
     /// another file (nor for the poller's own descriptors, which take the
@@ -260,7 +282,6 @@ impl World {
             dups: Vec::new(),
             regs: Vec::new(),
             woken: [false; WAKERS],
-            events: Events::with_capacity(64),
             next_number: NUMBERS_BASE + NUMBERS_PER_WORLD * index as RawFd,
         }
     }
@@ -455,14 +476,60 @@ impl World {
         out
     }
 
-    fn check_poll(&mut self, reported: Report, elapsed: Duration, timeout: Timeout, op: &Op) {
+    /// Checks a poll with room for `capacity` events against the files and
+    /// the wakers, and says what the backends must agree on.
+    fn check_poll(
+        &mut self,
+        reported: Report,
+        capacity: usize,
+        elapsed: Duration,
+        timeout: Timeout,
+        op: &Op,
+    ) -> Compared {
         let expected = self.expected();
-        assert_eq!(
-            reported, expected,
-            "{}: {op:?} reported (token, readable, writable, error, hang-up) \
-             against the files' own readiness",
-            self.name
-        );
+        let is_wake = |e: &(usize, bool, bool, bool, bool)| e.0 >= WAKER_BASE;
+        let compared = if expected.len() <= capacity {
+            assert_eq!(
+                reported, expected,
+                "{}: {op:?} reported (token, readable, writable, error, hang-up) \
+                 against the files' own readiness",
+                self.name
+            );
+            Compared::All(reported.clone())
+        } else {
+            // Full: every event reported is one expected, and the room is
+            // used up. Wakes go first.
+            assert_eq!(
+                reported.len(),
+                capacity,
+                "{}: {op:?} reported {reported:?}, fewer than its room of {capacity}, \
+                 while {expected:?} were ready",
+                self.name
+            );
+            for e in &reported {
+                assert!(
+                    expected.contains(e),
+                    "{}: {op:?} reported {e:?}, not among the ready {expected:?}",
+                    self.name
+                );
+            }
+            let wakes_expected = expected.iter().filter(|e| is_wake(e)).count();
+            let wakes: Vec<usize> = reported
+                .iter()
+                .filter(|e| is_wake(e))
+                .map(|e| e.0)
+                .collect();
+            assert_eq!(
+                wakes.len(),
+                wakes_expected.min(capacity),
+                "{}: {op:?}: pending wakes go before ready files: {reported:?}",
+                self.name
+            );
+            Compared::Truncated {
+                events: reported.len(),
+                wakes,
+            }
+        };
         if expected.is_empty() {
             assert!(
                 elapsed >= timeout.duration(),
@@ -470,12 +537,16 @@ impl World {
                 self.name
             );
         }
-        self.woken = [false; WAKERS];
+        // A wake that did not fit is still pending.
+        for e in reported.iter().filter(|e| is_wake(e)) {
+            self.woken[e.0 - WAKER_BASE] = false;
+        }
+        compared
     }
 
     /// Runs one step; returns what a poll reported, for the comparison
     /// between backends.
-    fn step(&mut self, op: &Op) -> Option<Report> {
+    fn step(&mut self, op: &Op) -> Option<Compared> {
         match *op {
             Op::Open(slot, kind) => {
                 if matches!(self.slots[slot], Slot::Empty) {
@@ -546,15 +617,15 @@ impl World {
                 }
                 self.woken[i] = true;
             }
-            Op::Poll(timeout) => {
+            Op::Poll(timeout, capacity) => {
+                let mut events = Events::with_capacity(capacity);
                 let start = Instant::now();
                 self.poller
-                    .poll(&mut self.events, Some(timeout.duration()))
+                    .poll(&mut events, Some(timeout.duration()))
                     .unwrap();
                 let elapsed = start.elapsed();
-                let reported = report(&self.events);
-                self.check_poll(reported.clone(), elapsed, timeout, op);
-                return Some(reported);
+                let reported = report(&events);
+                return Some(self.check_poll(reported, capacity, elapsed, timeout, op));
             }
             Op::PollOnThread => {
                 let poller = Arc::clone(&self.poller);
@@ -566,8 +637,7 @@ impl World {
                 })
                 .join()
                 .unwrap();
-                self.check_poll(reported.clone(), elapsed, Timeout::Zero, op);
-                return Some(reported);
+                return Some(self.check_poll(reported, 64, elapsed, Timeout::Zero, op));
             }
         }
         None
@@ -643,7 +713,7 @@ fn worlds() -> Vec<World> {
 fn run(program: &[Op]) {
     let mut worlds = worlds();
     for (i, op) in program.iter().enumerate() {
-        let reports: Vec<(&'static str, Option<Report>)> =
+        let reports: Vec<(&'static str, Option<Compared>)> =
             worlds.iter_mut().map(|w| (w.name, w.step(op))).collect();
         let (first, rest) = reports.split_first().unwrap();
         for other in rest {
@@ -660,7 +730,7 @@ fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|c| c.parse().ok())
-        .unwrap_or(400)
+        .unwrap_or(1000)
 }
 
 /// The one test of this binary: the shapes the defects of earlier versions
@@ -669,7 +739,7 @@ fn cases() -> u32 {
 fn every_backend_reports_exactly_what_the_files_say() {
     use Kind::*;
     use Op::*;
-    let zero = Poll(Timeout::Zero);
+    let zero = Poll(Timeout::Zero, 64);
     let known: Vec<Vec<Op>> = vec![
         // Closed without deregister, before and after a poll.
         vec![
@@ -677,14 +747,14 @@ fn every_backend_reports_exactly_what_the_files_say() {
             Register(0, 1, 1),
             Close(0),
             zero.clone(),
-            Poll(Timeout::Short),
+            Poll(Timeout::Short, 64),
         ],
         vec![
             Open(0, Socket),
             Register(0, 1, 1),
             zero.clone(),
             Close(0),
-            Poll(Timeout::Short),
+            Poll(Timeout::Short, 64),
         ],
         // A new eventfd (timerfd) on the number of a closed one.
         vec![
@@ -758,11 +828,22 @@ fn every_backend_reports_exactly_what_the_files_say() {
         ..ProptestConfig::default()
     };
     let mut runner = proptest::test_runner::TestRunner::new(config);
+    // Which case first failed, before shrinking: how hard a defect is to find.
+    let ran = std::cell::Cell::new(0u32);
+    let first_failure = std::cell::Cell::new(None);
     let result = runner.run(&proptest::collection::vec(op(), 1..60), |program| {
-        run(&program);
+        ran.set(ran.get() + 1);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&program)));
+        if let Err(payload) = outcome {
+            if first_failure.get().is_none() {
+                first_failure.set(Some(ran.get()));
+            }
+            std::panic::resume_unwind(payload);
+        }
         Ok(())
     });
     if let Err(e) = result {
-        panic!("{e}");
+        let first = first_failure.get().unwrap_or(0);
+        panic!("{e}\n(first found by random case {first}, before shrinking)");
     }
 }

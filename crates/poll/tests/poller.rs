@@ -418,6 +418,44 @@ fn no_more_events_than_the_capacity_and_wakes_count_toward_it() {
     }
 }
 
+/// A poll reports every ready registration it has room for, whatever room
+/// an earlier poll had.
+#[test]
+fn a_poll_with_more_room_than_the_last_reports_everything_ready() {
+    for (name, poller) in pollers() {
+        let (a, mut a_peer) = UnixStream::pair().unwrap();
+        let (b, _b_peer) = UnixStream::pair().unwrap();
+        poller.register(&a, Token(1), Interest::READABLE).unwrap();
+        let mut small = Events::with_capacity(1);
+        assert_eq!(poller.poll(&mut small, NOW).unwrap(), 0, "{name}");
+        poller.register(&b, Token(2), Interest::WRITABLE).unwrap();
+        a_peer.write_all(b"x").unwrap();
+        let mut large = Events::with_capacity(64);
+        poller.poll(&mut large, NOW).unwrap();
+        assert_eq!(tokens(&large), [Token(1), Token(2)], "{name}");
+    }
+}
+
+/// The same, with one buffer throughout, when a wake took a place in the
+/// earlier poll.
+#[test]
+fn a_wake_in_one_poll_leaves_the_next_its_whole_room() {
+    for (name, poller) in pollers() {
+        let (a, mut a_peer) = UnixStream::pair().unwrap();
+        let (b, mut b_peer) = UnixStream::pair().unwrap();
+        poller.register(&a, Token(1), Interest::READABLE).unwrap();
+        poller.register(&b, Token(2), Interest::READABLE).unwrap();
+        let waker = Waker::new(&poller, Token(100)).unwrap();
+        let mut events = Events::with_capacity(2);
+        waker.wake().unwrap();
+        assert_eq!(poller.poll(&mut events, NOW).unwrap(), 1, "{name}");
+        a_peer.write_all(b"x").unwrap();
+        b_peer.write_all(b"x").unwrap();
+        poller.poll(&mut events, NOW).unwrap();
+        assert_eq!(tokens(&events), [Token(1), Token(2)], "{name}");
+    }
+}
+
 #[test]
 fn poll_replaces_the_events_it_is_given() {
     for (name, poller) in pollers() {

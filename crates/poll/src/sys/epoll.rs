@@ -94,12 +94,40 @@ impl Epoll {
         events: &mut Events,
         timeout: Option<Duration>,
     ) -> io::Result<WaitOutcome> {
+        let ts: Option<Timespec> = timeout.map(timespec);
+        let (full, woke) = self.wait_into(driver, events, ts.as_ref())?;
+        if woke && full {
+            // The wake fd took a place that a ready registration may want:
+            // look again, without waiting (its edge is spent).
+            self.fill(driver, events)?;
+        }
+        Ok(WaitOutcome { woke })
+    }
+
+    /// Reports what is ready now, as `events`' room allows, without waiting:
+    /// what a backend does when the wake fd took a place in a full batch.
+    pub(crate) fn fill(&self, driver: &mut EpollDriver, events: &mut Events) -> io::Result<()> {
+        if !events.is_full() {
+            self.wait_into(driver, events, Some(&Timespec::default()))?;
+        }
+        Ok(())
+    }
+
+    /// One wait for at most `events`' room: whether the kernel filled it,
+    /// and whether the wake fd was among what it returned.
+    #[inline]
+    fn wait_into(
+        &self,
+        driver: &mut EpollDriver,
+        events: &mut Events,
+        ts: Option<&Timespec>,
+    ) -> io::Result<(bool, bool)> {
         let room = events.room();
         driver.buf.clear();
         driver.buf.reserve(room);
-        let ts: Option<Timespec> = timeout.map(timespec);
         let spare = &mut driver.buf.spare_capacity_mut()[..room];
-        let (ready, _) = epoll::wait(&self.ep, spare, ts.as_ref())?;
+        let (ready, _) = epoll::wait(&self.ep, spare, ts)?;
+        let full = ready.len() == room;
         let mut woke = false;
         for ev in ready.iter() {
             // Copies out of the packed struct.
@@ -110,7 +138,7 @@ impl Epoll {
                 events.push(Event::from_mask(Token(key as usize), mask));
             }
         }
-        Ok(WaitOutcome { woke })
+        Ok((full, woke))
     }
 }
 

@@ -14,7 +14,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, Once, RwLock};
+use std::sync::{Mutex, Once, OnceLock, RwLock};
 use std::time::Duration;
 
 use rouse_sys::{WakeFd, WakeKind};
@@ -42,7 +42,15 @@ pub(crate) enum Signal {
     /// replaced when the poller makes a new ring on another thread; being a
     /// duplicate, a message sent while the poller is dropped still reaches
     /// a live ring.
-    MsgRing { target: RwLock<OwnedFd> },
+    ///
+    /// Once the poller is nested in another loop, a message to the ring
+    /// would not make the poller's fd readable: `nest` then holds a wake fd,
+    /// added to the registration set, and wakes write it instead (the ring
+    /// sees it in the set too).
+    MsgRing {
+        target: RwLock<OwnedFd>,
+        nest: OnceLock<WakeFd>,
+    },
 }
 
 impl Signal {
@@ -52,7 +60,10 @@ impl Signal {
     pub(crate) fn send(&self, sender: Option<&MsgSender>) -> io::Result<()> {
         match self {
             Signal::Fd(fd) => fd.wake(),
-            Signal::MsgRing { target } => {
+            Signal::MsgRing { nest, .. } if nest.get().is_some() => {
+                nest.get().expect("checked").wake()
+            }
+            Signal::MsgRing { target, .. } => {
                 let sender = sender.expect("a waker on the message path has a ring");
                 let target = target.read().unwrap_or_else(|e| e.into_inner());
                 sender.send(target.as_fd())
@@ -63,9 +74,31 @@ impl Signal {
     /// Called by the poller when the signal fired: a pipe is drained so that
     /// it never fills; an eventfd is left alone (its edge is enough).
     pub(crate) fn after_wake(&self) -> io::Result<()> {
-        match self {
-            Signal::Fd(fd) if fd.kind() == WakeKind::Pipe => fd.consume().map(drop),
+        match self.wake_fd() {
+            Some(fd) if fd.kind() == WakeKind::Pipe => fd.consume().map(drop),
             _ => Ok(()),
+        }
+    }
+
+    /// The wake fd that wakes write, if they write one.
+    pub(crate) fn wake_fd(&self) -> Option<&WakeFd> {
+        match self {
+            Signal::Fd(fd) => Some(fd),
+            Signal::MsgRing { nest, .. } => nest.get(),
+        }
+    }
+
+    /// The wake fd to put in the registration set of a poller about to be
+    /// nested: the one wakes write, made now on the message path.
+    pub(crate) fn nest_fd(&self) -> io::Result<BorrowedFd<'_>> {
+        match self {
+            Signal::Fd(fd) => Ok(fd.as_fd()),
+            Signal::MsgRing { nest, .. } => {
+                if nest.get().is_none() {
+                    let _ = nest.set(WakeFd::new()?);
+                }
+                Ok(nest.get().expect("set above").as_fd())
+            }
         }
     }
 

@@ -30,7 +30,7 @@ use std::time::Duration;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use rustix::io::Errno;
 
-use super::epoll::Epoll;
+use super::epoll::{Epoll, EpollDriver};
 use super::{Signal, WAKE_KEY, WaitOutcome, thread_id};
 use crate::event::{Event, Events, flags};
 use crate::{Interest, Token};
@@ -66,8 +66,8 @@ pub(crate) struct Uring {
 
 /// The polling side: the ring, owned by the thread that polls.
 pub(crate) struct UringDriver {
-    // Dropped before `buf`: once the ring is closed, the kernel cancels its
-    // requests rather than complete them.
+    // Dropped before the buffers: once the ring is closed, the kernel
+    // cancels its requests rather than complete them.
     ring: IoUring,
     /// The thread the ring belongs to; 0 while it is not yet enabled.
     owner: u64,
@@ -76,9 +76,25 @@ pub(crate) struct UringDriver {
     /// The generation of the `EPOLL_WAIT` in flight, and its room.
     in_flight: Option<(u64, u32)>,
     generation: u64,
-    /// Where the kernel writes what an `EPOLL_WAIT` returns; only while one
-    /// is in flight.
-    buf: Box<[libc::epoll_event]>,
+    /// Where the kernel writes what the `EPOLL_WAIT` in flight returns.
+    buf: EpollBuf,
+    /// The buffers of requests cancelled but not yet completed, by
+    /// generation: the kernel may still write them until their completion
+    /// arrives.
+    retired: Vec<(u64, EpollBuf)>,
+    /// A buffer to reuse.
+    spare: Option<EpollBuf>,
+    /// For a direct look at the set, when the wake fd took a place in a
+    /// full batch.
+    direct: EpollDriver,
+}
+
+type EpollBuf = Box<[libc::epoll_event]>;
+
+fn new_epoll_buf() -> EpollBuf {
+    // SAFETY: epoll_event is plain integers; all zeroes is a valid value.
+    let zeroed: libc::epoll_event = unsafe { std::mem::zeroed() };
+    vec![zeroed; EPOLL_BATCH].into_boxed_slice()
 }
 
 impl std::fmt::Debug for UringDriver {
@@ -141,8 +157,6 @@ impl Uring {
             ));
         }
         let set = Epoll::new(None)?;
-        // SAFETY: epoll_event is plain integers; all zeroes is a valid value.
-        let zeroed: libc::epoll_event = unsafe { std::mem::zeroed() };
         let driver = UringDriver {
             ring,
             owner: 0,
@@ -150,7 +164,10 @@ impl Uring {
             wake_armed: false,
             in_flight: None,
             generation: 0,
-            buf: vec![zeroed; EPOLL_BATCH].into_boxed_slice(),
+            buf: new_epoll_buf(),
+            retired: Vec::new(),
+            spare: None,
+            direct: EpollDriver::default(),
         };
         Ok((Uring { set }, driver))
     }
@@ -198,14 +215,22 @@ impl Uring {
         }
         let room = events.room().min(EPOLL_BATCH) as u32;
         match driver.in_flight {
-            Some((_, max)) if max <= room => {}
+            // Room for no fewer than this poll has: what it returns beyond
+            // the room is reported by later polls (level-triggered).
+            Some((_, max)) if max >= room => {}
             Some((generation, _)) => {
-                // It could return more than there is room for now: ask again.
+                // Made by a poll with less room: it would report fewer than
+                // this one has room for. Cancel it (its buffer is kept until
+                // its completion arrives) and ask again.
                 driver.push(
                     &opcode::AsyncCancel::new(generation)
                         .build()
                         .user_data(CANCEL_KEY),
                 )?;
+                let fresh = driver.spare.take().unwrap_or_else(new_epoll_buf);
+                let old = std::mem::replace(&mut driver.buf, fresh);
+                driver.retired.push((generation, old));
+                driver.in_flight = None;
                 driver.submit_epoll_wait(&self.set, room)?;
             }
             None => driver.submit_epoll_wait(&self.set, room)?,
@@ -240,7 +265,12 @@ impl Uring {
                 _ => return Err(e),
             },
         }
-        driver.reap(events)
+        let (outcome, short) = driver.reap(events)?;
+        if short {
+            // The wake fd took a place that a ready registration may want.
+            self.set.fill(&mut driver.direct, events)?;
+        }
+        Ok(outcome)
     }
 }
 
@@ -257,13 +287,15 @@ impl UringDriver {
             self.ring.submitter().register_enable_rings()?;
         } else {
             let ring = new_ring(false)?;
-            if let Signal::MsgRing { target } = signal {
+            if let Signal::MsgRing { target, .. } = signal {
                 let fd = rustix::io::fcntl_dupfd_cloexec(ring.as_fd(), 0)?;
                 *target.write().unwrap_or_else(|e| e.into_inner()) = fd;
             }
-            // The old ring and its requests go; the buffer is not in use.
+            // The old ring and its requests go (closed, it writes no
+            // buffer again), and with them the buffers of cancelled ones.
             self.ring = ring;
             self.in_flight = None;
+            self.retired.clear();
             self.wake_armed = false;
         }
         self.owner = me;
@@ -285,8 +317,11 @@ impl UringDriver {
         Ok(())
     }
 
-    fn reap(&mut self, events: &mut Events) -> io::Result<WaitOutcome> {
+    /// Reaps every completion; says, beside the outcome, whether the wake
+    /// fd took a place in a full batch (so that one more look is due).
+    fn reap(&mut self, events: &mut Events) -> io::Result<(WaitOutcome, bool)> {
         let mut out = WaitOutcome::default();
+        let mut short = false;
         let mut failed = None;
         let mut cq = self.ring.completion();
         for cqe in &mut cq {
@@ -300,11 +335,20 @@ impl UringDriver {
                 MSG_KEY => out.woke = true,
                 CANCEL_KEY => {}
                 generation => {
-                    // A cancelled, older request's results are not read: the
-                    // newer one reads the set again.
-                    if self.in_flight.map(|(g, _)| g) != Some(generation) {
+                    let Some((_, max)) = self.in_flight.filter(|(g, _)| *g == generation) else {
+                        // A request cancelled too late: the newer one reads
+                        // the set again (level-triggered registrations went
+                        // back to its ready list), but an edge of the wake
+                        // fd it took would be lost.
+                        retire(
+                            &mut self.retired,
+                            &mut self.spare,
+                            generation,
+                            cqe.result(),
+                            &mut out,
+                        );
                         continue;
-                    }
+                    };
                     self.in_flight = None;
                     let n = cqe.result();
                     if n < 0 {
@@ -320,11 +364,13 @@ impl UringDriver {
                         if data == WAKE_KEY {
                             // The wake fd, in the set for a nested poller.
                             out.woke = true;
+                            short |= n as u32 == max;
                             continue;
                         }
                         if events.is_full() {
                             // Level-triggered: reported by the next poll.
-                            break;
+                            // (The loop goes on, for the wake fd.)
+                            continue;
                         }
                         events.push(Event::from_mask(Token(data as usize), mask));
                     }
@@ -335,7 +381,7 @@ impl UringDriver {
         drop(cq);
         match failed {
             Some(e) => Err(e),
-            None => Ok(out),
+            None => Ok((out, short)),
         }
     }
 
@@ -367,6 +413,26 @@ impl UringDriver {
             }
         }
     }
+}
+
+/// The completion of a cancelled request arrived: its buffer is free again,
+/// once a wake in what it returned is noted.
+fn retire(
+    retired: &mut Vec<(u64, EpollBuf)>,
+    spare: &mut Option<EpollBuf>,
+    generation: u64,
+    result: i32,
+    out: &mut WaitOutcome,
+) {
+    let Some(i) = retired.iter().position(|(g, _)| *g == generation) else {
+        return;
+    };
+    let (_, buf) = retired.swap_remove(i);
+    let n = usize::try_from(result).unwrap_or(0);
+    if buf[..n].iter().any(|ev| ({ ev.u64 }) == WAKE_KEY) {
+        out.woke = true;
+    }
+    *spare = Some(buf);
 }
 
 /// Posts a wake completion to the ring behind `target`, from `ring`.
