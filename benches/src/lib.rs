@@ -268,3 +268,9 @@ mod tests {
         assert_eq!(r.median, 2.5);
     }
 }
+
+/// The examples of the workspace's README (rouse nested in tokio and in
+/// calloop), run as doc-tests here, where those peers are available.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

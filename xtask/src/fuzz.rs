@@ -25,7 +25,7 @@ fn corpus_of(root: &Path, target: &str) -> std::path::PathBuf {
 
 pub(crate) const USAGE: &str = "\
 usage: cargo xtask fuzz [--time SECONDS] [TARGET]
-  --time S   seconds per target (default 60)
+  --time S   seconds per target, at least 1 (default 60)
   TARGET     one of: counter, wake_fd, wake_protocol (default: all)";
 
 pub(crate) fn fuzz(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
@@ -40,6 +40,10 @@ pub(crate) fn fuzz(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
                     .context("--time wants a number of seconds")?
                     .parse()
                     .context("--time wants a number of seconds")?;
+                // libFuzzer reads -max_total_time=0 as "no limit".
+                if time == 0 {
+                    bail!("--time 0 would fuzz forever: give at least 1 second\n{USAGE}");
+                }
             }
             "-h" | "--help" => {
                 println!("{USAGE}");

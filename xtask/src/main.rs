@@ -12,13 +12,15 @@ mod fuzz;
 
 const TASKS: &str = "\
 tasks (each answers --help):
-  ci      fmt check, clippy -D warnings, tests (on each backend and on the pipe
-          fallback), examples, loom models, benches in test mode, docs
+  ci      fmt check, clippy -D warnings, tests (on each backend, io_uring wake
+          path and on the pipe fallback), examples (and their refusal of bad
+          arguments), loom models, benches in test mode, packages, MSRV, docs
   bench   rouse beside its peers: criterion runs, interleaved target ratios,
           syscall counts, and rouse-bench/report.md + report.svg in the
           target directory
   fuzz    the cargo-fuzz targets (nightly if installed, else RUSTC_BOOTSTRAP)
-  loom    the loom models of the wake and queue protocols";
+  loom    the loom models of the wake, queue and timer-cancel protocols
+  msrv    what can be checked of the minimum Rust version here";
 
 fn main() -> std::process::ExitCode {
     match run() {
@@ -44,6 +46,12 @@ fn run() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some("msrv") => {
+            if no_arguments("msrv", MSRV_USAGE, &rest)? {
+                msrv(&sh)?;
+            }
+            Ok(())
+        }
         Some("bench") => bench::bench(&sh, &rest),
         Some("fuzz") => fuzz::fuzz(&sh, &rest),
         Some("-h" | "--help" | "help") | None => {
@@ -56,17 +64,28 @@ fn run() -> anyhow::Result<()> {
 
 const CI_USAGE: &str = "\
 usage: cargo xtask ci
-  fmt check, clippy -D warnings, the tests three times (epoll, the default;
-  ROUSE_FORCE_PIPE=1, the pipe fallback; ROUSE_BACKEND=io_uring, skipped
-  with the reason where the kernel refuses it), the examples at small sizes,
-  the loom models, every benchmark once in criterion's test mode, and the
-  docs with warnings denied. Takes no arguments.";
+  in order: fmt check; clippy -D warnings; the tests four times (epoll, the
+  default; ROUSE_FORCE_PIPE=1, the pipe fallback; ROUSE_BACKEND=io_uring, and
+  again with ROUSE_URING_WAKE=msg_ring, skipped with the reason where the
+  kernel refuses io_uring); every example at a small size, and each with bad
+  arguments, which it must refuse; the loom models; every benchmark once in
+  criterion's test mode (nothing timed); each library crate packaged and
+  tested from its package alone; the minimum Rust version (clippy's
+  incompatible_msrv lint always, a build with that toolchain where it is
+  installed); the docs with warnings denied. Takes no arguments.";
 
 const LOOM_USAGE: &str = "\
 usage: cargo xtask loom
-  the loom models of the wake and queue protocols, built with --cfg loom in
-  a target directory of their own (loom/ under cargo's target directory).
-  Takes no arguments.";
+  the loom models of the wake, queue and timer-cancel protocols, built with
+  --cfg loom in a target directory of their own (loom/ under cargo's target
+  directory). Takes no arguments.";
+
+const MSRV_USAGE: &str = "\
+usage: cargo xtask msrv
+  the minimum-Rust-version checks of `ci` that need no clippy run: every
+  locked dependency of the library crates declares a rust-version no newer
+  than the crates' own, and the crates build with that toolchain if it is
+  installed (none can be fetched here). Takes no arguments.";
 
 /// `--help` prints `usage` and says not to run; anything else is refused.
 fn no_arguments(task: &str, usage: &str, args: &[String]) -> anyhow::Result<bool> {
@@ -104,6 +123,9 @@ fn ci(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
     match rouse_poll::Poller::with_backend(rouse_poll::Backend::IoUring) {
         Ok(_) => {
             let _uring = sh.push_env("ROUSE_BACKEND", "io_uring");
+            cmd!(sh, "cargo test --workspace --locked").run()?;
+            step("tests on io_uring with the MSG_RING wake (ROUSE_URING_WAKE=msg_ring)");
+            let _msg = sh.push_env("ROUSE_URING_WAKE", "msg_ring");
             cmd!(sh, "cargo test --workspace --locked").run()?;
         }
         Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
@@ -144,6 +166,8 @@ fn ci(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
         "cargo run --locked -p rouse-poll --example wake_round_trip -- 2000"
     )
     .run()?;
+    cmd!(sh, "cargo run --locked -p rouse-sys --example inherit").run()?;
+    bad_arguments(sh)?;
     loom(sh)?;
     step("benchmarks, once each in criterion's test mode (nothing is timed)");
     cmd!(
@@ -159,6 +183,53 @@ fn ci(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
         cmd!(sh, "cargo doc --workspace --no-deps --locked").run()?;
     }
     step("ci passed");
+    Ok(())
+}
+
+/// Every example, given arguments it must refuse: each must exit with
+/// status 2, its usage on stderr, before it runs (and so never print a
+/// figure made of nothing, such as NaN or inf).
+fn bad_arguments(sh: &Shell) -> anyhow::Result<()> {
+    step("examples refuse bad arguments");
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("rouse-loop", "queue_in_loop", &["0"]),
+        ("rouse-loop", "queue_in_loop", &["x"]),
+        ("rouse-loop", "worker_pool", &["0"]),
+        ("rouse-loop", "worker_pool", &["10", "x"]),
+        ("rouse-loop", "echo", &["10", "0"]),
+        ("rouse-loop", "echo", &["0"]),
+        ("rouse-loop", "echo_group", &["reuseport", "2", "0", "100"]),
+        ("rouse-loop", "echo_group", &["handoff", "0", "10", "10"]),
+        ("rouse-loop", "echo_group", &["sideways"]),
+        ("rouse-loop", "memory", &["x"]),
+        ("rouse-loop", "memory", &["0", "0"]),
+        ("rouse-poll", "wake_round_trip", &["0"]),
+        ("rouse-poll", "wake_round_trip", &["x"]),
+        ("rouse-poll", "wake_round_trip", &["10", "three"]),
+        ("rouse-sys", "inherit", &["x"]),
+    ];
+    for &(package, example, args) in cases {
+        let out = cmd!(
+            sh,
+            "cargo run --quiet --locked -p {package} --example {example} -- {args...}"
+        )
+        .quiet()
+        .ignore_status()
+        .output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let shown = format!("{example} {}", args.join(" "));
+        if out.status.code() != Some(2) || !stderr.starts_with("usage:") {
+            bail!(
+                "`{shown}` should be refused with its usage and status 2; got {}\nstdout: {stdout}\nstderr: {stderr}",
+                out.status
+            );
+        }
+        if stdout.contains("NaN") || stdout.contains("inf") {
+            bail!("`{shown}` printed a figure made of nothing: {stdout}");
+        }
+        eprintln!("refused, as it should be: {shown}");
+    }
     Ok(())
 }
 
@@ -208,11 +279,16 @@ fn packages(sh: &Shell) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the library crates with the toolchain of the `rust-version` the
-/// manifests claim, if it is installed here.
+/// Checks the `rust-version` the manifests claim as far as this machine can:
+/// clippy's `incompatible_msrv` lint (run by the clippy step, warnings
+/// denied) refuses any standard-library item newer than it; here, every
+/// locked dependency of the library crates must declare a `rust-version`
+/// no newer; and the crates are built with that toolchain if it is
+/// installed.
 fn msrv(sh: &Shell) -> anyhow::Result<()> {
     let version = package_field(&metadata(sh)?, "rouse-sys", "rust_version")?;
     step(&format!("minimum supported Rust version ({version})"));
+    dependencies_fit(sh, &version)?;
     let toolchain = format!("+{version}");
     let installed = cmd!(sh, "cargo {toolchain} --version")
         .quiet()
@@ -234,6 +310,74 @@ fn msrv(sh: &Shell) -> anyhow::Result<()> {
         "cargo {toolchain} check --locked -p rouse-sys -p rouse-poll -p rouse-loop"
     )
     .run()?;
+    Ok(())
+}
+
+/// Every package the library crates depend on (normal dependencies, as
+/// locked) declares a `rust-version` no newer than `msrv`, or none.
+fn dependencies_fit(sh: &Shell, msrv: &str) -> anyhow::Result<()> {
+    let json = cmd!(sh, "cargo metadata --format-version 1 --locked")
+        .quiet()
+        .read()?;
+    let meta: serde_json::Value = serde_json::from_str(&json)?;
+    let version = |v: &str| -> Vec<u64> { v.split('.').map(|p| p.parse().unwrap_or(0)).collect() };
+    let limit = version(msrv);
+    let packages = meta["packages"].as_array().cloned().unwrap_or_default();
+    let nodes = meta["resolve"]["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let id_of = |name: &str| {
+        packages
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["id"].as_str())
+            .map(str::to_string)
+    };
+    // The normal (not dev, not build-only) dependency closure of the crates.
+    let mut todo: Vec<String> = CRATES.iter().filter_map(|c| id_of(c)).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(id) = todo.pop() {
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        let Some(node) = nodes.iter().find(|n| n["id"] == id.as_str()) else {
+            continue;
+        };
+        for dep in node["deps"].as_array().into_iter().flatten() {
+            let normal = dep["dep_kinds"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|k| k["kind"].is_null());
+            match dep["pkg"].as_str() {
+                Some(p) if normal => todo.push(p.to_string()),
+                _ => {}
+            }
+        }
+    }
+    let mut newer = Vec::new();
+    for p in packages
+        .iter()
+        .filter(|p| seen.contains(p["id"].as_str().unwrap_or("")))
+    {
+        match p["rust_version"].as_str() {
+            Some(rv) if version(rv) > limit => {
+                newer.push(format!("{} {} needs Rust {rv}", p["name"], p["version"]));
+            }
+            _ => {}
+        }
+    }
+    if !newer.is_empty() {
+        bail!(
+            "dependencies newer than rust-version {msrv}:\n  {}",
+            newer.join("\n  ")
+        );
+    }
+    eprintln!(
+        "{} locked dependencies of the library crates declare a rust-version no newer than {msrv} (or none)",
+        seen.len().saturating_sub(CRATES.len())
+    );
     Ok(())
 }
 

@@ -13,6 +13,7 @@
 
 #[allow(dead_code)]
 mod common {
+    pub(crate) mod args;
     pub(crate) mod echo_server;
     pub(crate) mod load;
 }
@@ -22,28 +23,27 @@ use std::net::TcpListener;
 use common::{echo_server, load::Client};
 use rouse_loop::EventLoop;
 
+const USAGE: &str = "usage: echo [CONNECTIONS [MESSAGES]] | echo --listen ADDR
+  CONNECTIONS  connections of the built-in load, at least 1 (default 64)
+  MESSAGES     messages echoed in all, at least 1 (default 200,000)";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [flag, addr] = args.as_slice() {
+    let args = common::args::Args::parse(USAGE, 2);
+    if let [flag, addr] = args.all() {
         if flag == "--listen" {
             let mut lp = EventLoop::new()?;
-            let listener = TcpListener::bind(addr.as_str())?;
+            let listener = match TcpListener::bind(addr.as_str()) {
+                Ok(l) => l,
+                Err(e) => args.fail(&format!("cannot listen on {addr:?}: {e}")),
+            };
             println!("echo: serving on {}", listener.local_addr()?);
             echo_server::serve(&mut lp, listener)?;
             lp.run()?;
             return Ok(());
         }
     }
-    let number = |i: usize, default: u64| -> Result<u64, Box<dyn std::error::Error>> {
-        Ok(match args.get(i) {
-            Some(a) => a
-                .parse()
-                .map_err(|_| "usage: echo [CONNECTIONS [MESSAGES]] | --listen ADDR")?,
-            None => default,
-        })
-    };
-    let connections = number(0, 64)? as usize;
-    let messages = number(1, 200_000)?;
+    let connections = args.number(0, "CONNECTIONS", 1, 64) as usize;
+    let messages = args.number(1, "MESSAGES", 1, 200_000);
     let size = 64;
 
     let listener = TcpListener::bind("127.0.0.1:0")?;

@@ -15,6 +15,7 @@
 
 #[allow(dead_code)]
 mod common {
+    pub(crate) mod args;
     pub(crate) mod echo_server;
     pub(crate) mod load;
 }
@@ -25,24 +26,17 @@ use std::sync::atomic::Ordering;
 use common::{echo_server, load::Client};
 use rouse_loop::LoopGroup;
 
-const USAGE: &str = "usage: echo_group [handoff|reuseport] [LOOPS] [CONNECTIONS] [MESSAGES]";
+const USAGE: &str = "usage: echo_group [handoff|reuseport] [LOOPS] [CONNECTIONS] [MESSAGES]
+  LOOPS        loops in the group, at least 1 (default 2)
+  CONNECTIONS  connections of the built-in load, at least 1 (default 1,000)
+  MESSAGES     messages echoed in all, at least 1 (default 200,000)";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let handoff = match args.first().map(String::as_str) {
-        None | Some("handoff") => true,
-        Some("reuseport") => false,
-        Some(_) => return Err(USAGE.into()),
-    };
-    let number = |i: usize, default: u64| -> Result<u64, Box<dyn std::error::Error>> {
-        Ok(match args.get(i) {
-            Some(a) => a.parse().map_err(|_| USAGE)?,
-            None => default,
-        })
-    };
-    let loops = number(1, 2)? as usize;
-    let connections = number(2, 1000)? as usize;
-    let messages = number(3, 200_000)?;
+    let args = common::args::Args::parse(USAGE, 4);
+    let handoff = args.choice(0, "the design", &["handoff", "reuseport"]) == "handoff";
+    let loops = args.number(1, "LOOPS", 1, 2) as usize;
+    let connections = args.number(2, "CONNECTIONS", 1, 1000) as usize;
+    let messages = args.number(3, "MESSAGES", 1, 200_000);
     let size = 64;
 
     let group = LoopGroup::builder(loops).name("echo").pin_each().build()?;

@@ -66,6 +66,20 @@ fn mb(bytes: i64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
+/// An RSS difference: the kernel counts whole pages, and a `malloc_trim`
+/// may give back pages that were resident before the baseline, so a
+/// difference under a page is "nothing" and a negative one "less".
+fn rss_above(bytes: i64) -> String {
+    let page = rustix::param::page_size() as i64;
+    if bytes.abs() < page {
+        "nothing (under a page)".to_string()
+    } else if bytes < 0 {
+        format!("nothing ({} less)", mb(-bytes))
+    } else {
+        mb(bytes)
+    }
+}
+
 fn per(bytes: i64, n: usize) -> String {
     format!("{:.1} B", bytes as f64 / n as f64)
 }
@@ -102,14 +116,19 @@ fn mark() -> Mark {
     }
 }
 
+#[allow(dead_code)]
+mod common {
+    pub(crate) mod args;
+}
+
+const USAGE: &str = "usage: memory [FUNCTORS [TIMERS]]
+  FUNCTORS  functors queued from another thread, at least 1 (default 10,000,000)
+  TIMERS    timers added in each case, at least 1 (default 1,000,000)";
+
 fn main() -> Result<(), rouse_loop::Error> {
-    let mut args = std::env::args().skip(1);
-    let functors: usize = args
-        .next()
-        .map_or(10_000_000, |a| a.parse().expect("FUNCTORS"));
-    let timers: usize = args
-        .next()
-        .map_or(1_000_000, |a| a.parse().expect("TIMERS"));
+    let args = common::args::Args::parse(USAGE, 2);
+    let functors = args.number(0, "FUNCTORS", 1, 10_000_000) as usize;
+    let timers = args.number(1, "TIMERS", 1, 1_000_000) as usize;
 
     let mut lp = EventLoop::new()?;
     let handle = lp.handle();
@@ -168,10 +187,34 @@ fn main() -> Result<(), rouse_loop::Error> {
     let cancelled = mark();
     trim();
     println!(
-        "  all cancelled: heap {} above the level before ({} per timer kept); RSS {} above it after malloc_trim",
+        "  all cancelled: heap {} above the level before ({} per timer kept); RSS above it after malloc_trim: {}",
         mb(cancelled.live - before.live),
         per(cancelled.live - before.live, timers),
-        mb(rss() - before.rss)
+        rss_above(rss() - before.rss)
+    );
+
+    // Timers added on the loop thread, all due at once, fired.
+    let before = mark();
+    let at = std::time::Instant::now() + Duration::from_millis(1);
+    for _ in 0..timers {
+        lp.run_at(at, |_| {});
+    }
+    let added = mark();
+    println!(
+        "{timers} timers due at once: heap {} per pending timer",
+        per(added.live - before.live, timers)
+    );
+    while handle.pending_timers() > 0 {
+        lp.run_once(Some(Duration::from_millis(10)))?;
+    }
+    settle(&mut lp);
+    let fired = mark();
+    trim();
+    println!(
+        "  all fired: heap {} above the level before ({} per timer kept); RSS above it after malloc_trim: {}",
+        mb(fired.live - before.live),
+        per(fired.live - before.live, timers),
+        rss_above(rss() - before.rss)
     );
 
     // Timers made by a handle on another thread, then cancelled from it.
@@ -209,10 +252,10 @@ fn main() -> Result<(), rouse_loop::Error> {
     let cancelled = mark();
     trim();
     println!(
-        "  all cancelled from another thread: heap {} above the level before ({} per timer kept); RSS {} above it after malloc_trim; pending_timers = {}",
+        "  all cancelled from another thread: heap {} above the level before ({} per timer kept); RSS above it after malloc_trim: {}; pending_timers = {}",
         mb(cancelled.live - before.live),
         per(cancelled.live - before.live, timers),
-        mb(rss() - before.rss),
+        rss_above(rss() - before.rss),
         handle.pending_timers()
     );
     Ok(())

@@ -17,14 +17,20 @@ use std::time::Instant;
 
 use rouse_loop::{Ctx, EventLoop};
 
+#[allow(dead_code)]
+mod common {
+    pub(crate) mod args;
+}
+
 /// The sum of every functor's payload, checked at the end.
 static SUM: AtomicU64 = AtomicU64::new(0);
 
+const USAGE: &str = "usage: queue_in_loop [N]
+  N  functors each producer queues, at least 1 (default 1,000,000)";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let per_producer: u64 = match std::env::args().nth(1) {
-        Some(n) => n.parse().map_err(|e| format!("N must be a count: {e}"))?,
-        None => 1_000_000,
-    };
+    let args = common::args::Args::parse(USAGE, 1);
+    let per_producer = args.number(0, "N", 1, 1_000_000);
     for producers in [1, 2] {
         run(producers, per_producer)?;
     }

@@ -20,15 +20,19 @@ use std::time::{Duration, Instant};
 
 use rouse_loop::{Ctx, EventLoop, WorkerPool};
 
+#[allow(dead_code)]
+mod common {
+    pub(crate) mod args;
+}
+
+const USAGE: &str = "usage: worker_pool [N [US]]
+  N   jobs in the burst, at least 1 (default 10,000)
+  US  microseconds each job blocks its worker, 0 or more (default 20)";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let jobs: u64 = match std::env::args().nth(1) {
-        Some(n) => n.parse().map_err(|e| format!("N must be a count: {e}"))?,
-        None => 10_000,
-    };
-    let block = match std::env::args().nth(2) {
-        Some(us) => Duration::from_micros(us.parse().map_err(|e| format!("US: {e}"))?),
-        None => Duration::from_micros(20),
-    };
+    let args = common::args::Args::parse(USAGE, 2);
+    let jobs = args.number(0, "N", 1, 10_000);
+    let block = Duration::from_micros(args.number(1, "US", 0, 20));
     let mut lp = EventLoop::new()?;
     let pool = WorkerPool::new(&lp.handle(), 4)?;
     let loop_thread = std::thread::current().id();

@@ -221,10 +221,15 @@ enum Slot {
         generation: u32,
         interest: Interest,
         entry: Box<dyn AnySource>,
+        /// A change of interest asked for in the source's own callback that
+        /// failed when it was applied: the next `modify_source` returns it.
+        failed: Option<io::Error>,
     },
     /// Its callback is running; what the callback asked for meanwhile.
     Running {
         generation: u32,
+        /// The interest it is registered with.
+        interest: Interest,
         removed: bool,
         reinterest: Option<Interest>,
     },
@@ -305,21 +310,33 @@ impl EventLoop {
     /// Runs one iteration without waiting: what a loop nested in another
     /// calls when its fd is readable (see the `AsFd` impl).
     ///
+    /// Returns whether a quit was asked for ([`Ctx::quit`] or
+    /// [`LoopHandle::quit`]) before or during the iteration. The request is
+    /// answered by this call and does not carry over: for a nested loop, a
+    /// quit means "the outer loop may stop dispatching me", and what it does
+    /// then is the outer loop's choice.
+    ///
     /// # Errors
     ///
     /// The poller's errors.
-    pub fn dispatch(&mut self) -> io::Result<()> {
+    pub fn dispatch(&mut self) -> io::Result<bool> {
         self.run_once(Some(Duration::ZERO))
     }
 
     /// Runs one iteration, waiting at most `timeout` for I/O (`None`: until
     /// something happens).
     ///
+    /// Returns whether a quit was asked for before or during the iteration;
+    /// the request is answered by this call, as by
+    /// [`dispatch`](EventLoop::dispatch), and does not carry over to a
+    /// later [`run`](EventLoop::run).
+    ///
     /// # Errors
     ///
     /// The poller's errors.
-    pub fn run_once(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.cx.iterate(timeout)
+    pub fn run_once(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
+        self.cx.iterate(timeout)?;
+        Ok(self.cx.take_quit())
     }
 }
 
@@ -327,13 +344,51 @@ impl EventLoop {
 /// has something to do (ready I/O, a functor from another thread, a due
 /// timer). Register it for readability in tokio (`AsyncFd`), calloop
 /// (`Generic`), mio or another rouse loop, and call
-/// [`dispatch`](EventLoop::dispatch) whenever it is readable; call it once
-/// after registering, too.
+/// [`dispatch`](EventLoop::dispatch) whenever it is readable.
+///
+/// * **Hand the outer loop a copy** of the fd
+///   (`lp.as_fd().try_clone_to_owned()`), not the loop: tokio's `AsyncFd`
+///   wants an owned `AsRawFd`, and calloop's `Generic` would give no
+///   `&mut EventLoop` back. (The README shows both, as tested code.)
+/// * **Call `dispatch` once right after registering**: what was queued
+///   before the fd was first asked for (a functor, a timer) does not make it
+///   readable, and would otherwise wait for the next event.
+/// * **The loop stays on its thread**: it is not `Send`. In tokio, drive it
+///   from a current-thread runtime or a `LocalSet`; in `tokio::spawn` it
+///   does not compile ("future cannot be sent between threads safely").
+/// * `dispatch` returns `true` when the loop asked to quit; what the outer
+///   loop does then is its choice.
 ///
 /// Functors from other threads wake the outer loop with one system call per
 /// dispatch at most (see [`Poller`]'s `AsFd`); the loop's timers are kept in
 /// a timerfd inside its poller, made on the first dispatch that has a timer
 /// to arm, and re-armed only when the next deadline changes.
+///
+/// # Examples
+///
+/// Nested in a rouse poller (the same steps as in any other loop):
+///
+/// ```
+/// use std::os::fd::AsFd;
+/// use std::time::Duration;
+/// use rouse_loop::{EventLoop, Interest, Poller};
+/// use rouse_poll::{Events, Token};
+///
+/// let outer = Poller::new()?;
+/// let mut lp = EventLoop::new()?;
+/// let fd = lp.as_fd().try_clone_to_owned()?;
+/// outer.register(&fd, Token(0), Interest::READABLE)?;
+/// let handle = lp.handle();
+/// std::thread::spawn(move || handle.queue_in_loop(|cx| cx.quit()));
+///
+/// let mut events = Events::with_capacity(4);
+/// let mut quit = lp.dispatch()?; // once, after registering
+/// while !quit {
+///     outer.poll(&mut events, Some(Duration::from_secs(10)))?;
+///     quit = lp.dispatch()?;
+/// }
+/// # std::io::Result::Ok(())
+/// ```
 impl AsFd for EventLoop {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.cx.nested.set(true);
@@ -481,22 +536,37 @@ impl Ctx {
             generation,
             interest,
             entry: Box::new(Entry { io, callback }),
+            failed: None,
         };
         Ok(id)
     }
 
     /// Changes a source's interest.
     ///
+    /// From the source's own callback, the change is applied when the
+    /// callback returns (its object is borrowed until then): the call checks
+    /// only that the source is there and not being removed. If applying it
+    /// fails, the interest stays as it was
+    /// ([`source_interest`](Ctx::source_interest) tells), and the next
+    /// `modify_source` for the source returns that error, once, and changes
+    /// nothing; call it again to retry.
+    ///
     /// # Errors
     ///
-    /// [`io::ErrorKind::NotFound`] for a source that was removed.
+    /// [`io::ErrorKind::NotFound`] for a source that was removed; the
+    /// poller's error if it refuses the change; the error of a change asked
+    /// for in the source's own callback that failed when it was applied.
     pub fn modify_source(&mut self, id: SourceId, interest: Interest) -> io::Result<()> {
         match self.sources.get_mut(id.slot()) {
             Some(Slot::Occupied {
                 generation,
                 interest: current,
                 entry,
+                failed,
             }) if *generation == id.generation() => {
+                if let Some(e) = failed.take() {
+                    return Err(e);
+                }
                 self.poller
                     .reregister(entry.fd(), Token(id.0 as usize), interest)?;
                 *current = interest;
@@ -511,6 +581,30 @@ impl Ctx {
                 *reinterest = Some(interest);
                 Ok(())
             }
+            _ => Err(no_source(id)),
+        }
+    }
+
+    /// The interest a source is registered with now; from its own callback,
+    /// the interest it was called for (a change asked for there is applied
+    /// when the callback returns).
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::NotFound`] for a source that was removed.
+    pub fn source_interest(&self, id: SourceId) -> io::Result<Interest> {
+        match self.sources.get(id.slot()) {
+            Some(Slot::Occupied {
+                generation,
+                interest,
+                ..
+            }) if *generation == id.generation() => Ok(*interest),
+            Some(Slot::Running {
+                generation,
+                removed: false,
+                interest,
+                ..
+            }) if *generation == id.generation() => Ok(*interest),
             _ => Err(no_source(id)),
         }
     }
@@ -823,10 +917,13 @@ impl Ctx {
         };
         let running = Slot::Running {
             generation,
+            interest,
             removed: false,
             reinterest: None,
         };
-        let Slot::Occupied { mut entry, .. } = std::mem::replace(&mut self.sources[slot], running)
+        let Slot::Occupied {
+            mut entry, failed, ..
+        } = std::mem::replace(&mut self.sources[slot], running)
         else {
             unreachable!("checked above")
         };
@@ -853,15 +950,18 @@ impl Ctx {
             let _ = self.poller.deregister(entry.fd());
         } else {
             let mut interest = interest;
+            let mut failed = failed;
             if let Some(new) = reinterest {
-                if self.poller.reregister(entry.fd(), token, new).is_ok() {
-                    interest = new;
+                match self.poller.reregister(entry.fd(), token, new) {
+                    Ok(()) => interest = new,
+                    Err(e) => failed = Some(deferred_failure(id, new, e)),
                 }
             }
             self.sources[slot] = Slot::Occupied {
                 generation,
                 interest,
                 entry,
+                failed,
             };
         }
         if let Err(payload) = outcome {
@@ -958,6 +1058,10 @@ impl Ctx {
             }
         }
         drop(batch);
+        // A burst of due timers gives its room back, as a functor burst does.
+        if due.capacity() > SPARE {
+            due.shrink_to(SPARE);
+        }
         self.due = due;
         self.timers.shrink();
     }
@@ -991,6 +1095,18 @@ impl fmt::Debug for Ctx {
             .field("iterations", &self.iterations)
             .finish_non_exhaustive()
     }
+}
+
+/// The error of a change of interest that a source's callback asked for and
+/// that failed when the callback returned.
+fn deferred_failure(id: SourceId, interest: Interest, e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!(
+            "the change of {id:?} to {interest:?}, asked for in its own callback, \
+             failed when the callback returned (the interest stays as it was): {e}"
+        ),
+    )
 }
 
 fn no_source(id: SourceId) -> io::Error {

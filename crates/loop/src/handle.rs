@@ -47,15 +47,18 @@ impl Shared {
     pub(crate) fn push(&self, f: Functor) -> Result<(), Error> {
         match self.queue.push(f) {
             Pushed::Queued => Ok(()),
-            Pushed::Wake(ticket) => self.wake().or_else(|e| match self.queue.retract(ticket) {
-                Some(f) => {
-                    drop(f);
-                    Err(e)
-                }
-                // The loop took it, so it is awake and will run it.
-                None if !self.queue.is_closed() => Ok(()),
-                None => Err(Error::LoopGone),
-            }),
+            Pushed::Wake(ticket) => {
+                self.wake_for_functor()
+                    .or_else(|e| match self.queue.retract(ticket) {
+                        Some(f) => {
+                            drop(f);
+                            Err(e)
+                        }
+                        // The loop took it, so it is awake and will run it.
+                        None if !self.queue.is_closed() => Ok(()),
+                        None => Err(Error::LoopGone),
+                    })
+            }
             Pushed::Closed(f) => {
                 drop(f);
                 Err(Error::LoopGone)
@@ -63,8 +66,13 @@ impl Shared {
         }
     }
 
-    pub(crate) fn wake(&self) -> Result<(), Error> {
+    /// Wakes the loop on behalf of a queued functor, and counts it.
+    fn wake_for_functor(&self) -> Result<(), Error> {
         self.wake_calls.fetch_add(1, Ordering::Relaxed);
+        self.wake()
+    }
+
+    pub(crate) fn wake(&self) -> Result<(), Error> {
         self.waker.wake().map_err(|e| match e.kind() {
             std::io::ErrorKind::NotConnected => Error::LoopGone,
             _ => Error::Io(e),
@@ -246,7 +254,7 @@ impl LoopHandle {
         }
         let timers = &self.shared.timers;
         let (slot, word) = timers.alloc_remote(matches!(task, Task::Every { .. }));
-        let id = TimerId::remote(slot, word);
+        let id = TimerId::remote(timers, slot, word);
         let pushed = self.shared.push(Box::new(move |cx: &mut Ctx| {
             cx.insert_remote_timer(id, deadline, task);
         }));
@@ -292,8 +300,10 @@ impl LoopHandle {
         self.shared.timers.pending.load(Ordering::Relaxed)
     }
 
-    /// Calls to the loop's waker made on behalf of queued functors: only the
-    /// first functor queued after each take of the queue makes one.
+    /// Calls to the loop's waker made on behalf of queued functors (timers
+    /// added through a handle included, which travel as functors): only the
+    /// first functor queued after each take of the queue makes one. A
+    /// [`quit`](LoopHandle::quit) is not counted.
     pub fn functor_wakes(&self) -> u64 {
         self.shared.wake_calls.load(Ordering::Relaxed)
     }

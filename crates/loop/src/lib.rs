@@ -34,9 +34,11 @@
 //! Runnable programs in `examples/`: `queue_in_loop` (threads handing work
 //! to the loop, with its throughput and wake counts), `worker_pool`
 //! (blocking jobs whose completions coalesce into few wakes), `echo` (a TCP
-//! echo server with a built-in load), and `memory` (what queued functors
-//! and pending timers cost, and what comes back), each run with
-//! `cargo run --release -p rouse-loop --example NAME`.
+//! echo server with a built-in load), `echo_group` (the same server on a
+//! group of loops, by handoff or `SO_REUSEPORT`), and `memory` (what queued
+//! functors and pending timers cost, and what comes back), each run with
+//! `cargo run --release -p rouse-loop --example NAME`; each prints its
+//! arguments with `--help`.
 //!
 //! # Examples
 //!

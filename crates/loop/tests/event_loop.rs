@@ -688,3 +688,73 @@ fn bursts_onto_idle_workers_never_strand_a_job() {
     drop(pool);
     assert_eq!(finished.load(Ordering::Relaxed), total);
 }
+
+#[test]
+fn quits_are_not_counted_as_functor_wakes() {
+    let mut lp = new_loop();
+    let handle = lp.handle();
+    std::thread::spawn(move || handle.quit().unwrap())
+        .join()
+        .unwrap();
+    lp.run().unwrap();
+    assert_eq!(lp.functor_wakes(), 0, "one quit, no functor");
+    let handle = lp.handle();
+    std::thread::spawn(move || handle.queue_in_loop(|cx| cx.quit()).unwrap())
+        .join()
+        .unwrap();
+    lp.run().unwrap();
+    assert_eq!(lp.functor_wakes(), 1, "one functor");
+}
+
+/// A change of interest asked for in the source's own callback is applied
+/// when the callback returns; if that fails, the interest stays as it was
+/// and the next `modify_source` for the source says so.
+#[test]
+fn a_failed_change_of_interest_from_the_sources_own_callback_is_reported() {
+    let mut lp = new_loop();
+    let (a, b) = UnixStream::pair().unwrap();
+    let id = lp
+        .add_source(a, Interest::READABLE, |sock, _ready, cx| {
+            let me = cx.current_source().unwrap();
+            // Make the change fail when it is applied: the poller no longer
+            // knows the fd.
+            cx.poller().deregister(&*sock).unwrap();
+            cx.modify_source(me, Interest::WRITABLE).unwrap();
+            cx.quit();
+        })
+        .unwrap();
+    (&b).write_all(b"x").unwrap();
+    lp.run().unwrap();
+    assert_eq!(lp.source_interest(id).unwrap(), Interest::READABLE);
+    let err = lp.modify_source(id, Interest::READABLE).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(
+        err.to_string().contains("own callback"),
+        "the error says which change failed: {err}"
+    );
+    // Reported once: the next call is a call of its own.
+    let again = lp.modify_source(id, Interest::READABLE).unwrap_err();
+    assert!(!again.to_string().contains("own callback"), "{again}");
+}
+
+/// A quit asked for during `run_once` or `dispatch` ends that call (it
+/// reports it) and does not carry over to a later `run`.
+#[test]
+fn a_quit_during_dispatch_is_answered_by_that_dispatch() {
+    let mut lp = new_loop();
+    lp.queue_in_loop(|cx| cx.quit());
+    assert!(lp.dispatch().unwrap(), "the dispatch reports the quit");
+    assert!(!lp.dispatch().unwrap());
+    let start = Instant::now();
+    lp.run_after(Duration::from_millis(50), |cx| cx.quit());
+    lp.run().unwrap();
+    assert!(
+        start.elapsed() >= Duration::from_millis(50),
+        "run returned after {:?}: the dispatch's quit carried over",
+        start.elapsed()
+    );
+    // From a handle, too.
+    lp.handle().quit().unwrap();
+    assert!(lp.run_once(Some(Duration::ZERO)).unwrap());
+    assert!(!lp.run_once(Some(Duration::ZERO)).unwrap());
+}

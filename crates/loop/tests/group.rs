@@ -321,3 +321,52 @@ fn every_connection_of_a_burst_is_served_exactly_once_in_both_designs() {
         }
     }
 }
+
+/// A timer id names one timer of one loop: handed to another loop (from a
+/// handle, or from a callback's `Ctx`), it cancels nothing there.
+#[test]
+fn a_timer_id_of_one_loop_cancels_nothing_on_another() {
+    let _serial = serial();
+    let group = LoopGroup::new(2).unwrap();
+    let (a, b) = (group.get(0).unwrap(), group.get(1).unwrap());
+    let hour = Duration::from_secs(3600);
+    // The first timer of each loop, made by handles.
+    let id_a = a.run_after(hour, |_| {}).unwrap();
+    let id_b = b.run_after(hour, |_| {}).unwrap();
+    assert_ne!(id_a, id_b, "two loops' first timers have the same id");
+    assert!(!b.cancel(id_a).unwrap(), "loop A's id cancelled on B");
+    assert_eq!(b.pending_timers(), 1);
+
+    // Made on each loop thread through its context, cancelled from the
+    // other loop's thread, through its context and its handle.
+    let (tx, rx) = std::sync::mpsc::channel();
+    for h in [a, b] {
+        let tx = tx.clone();
+        h.queue_in_loop(move |cx| {
+            tx.send(cx.run_after(hour, |_| {})).unwrap();
+        })
+        .unwrap();
+    }
+    let local = [rx.recv().unwrap(), rx.recv().unwrap()];
+    let (tx, rx) = std::sync::mpsc::channel();
+    let b2 = b.clone();
+    a.queue_in_loop(move |cx| {
+        // B's ids, on A: neither A's context nor B's own handle from A's
+        // thread mistake one loop for the other.
+        let on_a = local.iter().map(|id| cx.cancel(*id)).collect::<Vec<_>>();
+        let b_from_a = b2.cancel(id_a).unwrap();
+        tx.send((on_a, b_from_a)).unwrap();
+    })
+    .unwrap();
+    let (on_a, b_from_a) = rx.recv().unwrap();
+    // Exactly one of the two context-made ids is A's own.
+    assert_eq!(on_a.iter().filter(|c| **c).count(), 1, "{on_a:?}");
+    assert!(!b_from_a);
+    // Loop B still has both its timers, and its own cancels say so.
+    assert_eq!(b.pending_timers(), 2);
+    assert!(b.cancel(id_b).unwrap());
+    assert!(a.cancel(id_a).unwrap());
+    for outcome in group.shutdown() {
+        outcome.unwrap();
+    }
+}

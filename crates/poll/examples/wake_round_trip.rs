@@ -98,12 +98,41 @@ fn futex(rounds: u64, cpus: (usize, usize)) -> Duration {
     took / rounds as u32
 }
 
+const USAGE: &str = "usage: wake_round_trip [ROUNDS] [one|two]
+  ROUNDS  round trips per row, 1 to 4,294,967,295 (default 50,000)
+  one     both threads on CPU 0 (the default); two: on CPUs 0 and 1";
+
+/// Prints the usage and `why` on stderr and exits with status 2.
+fn usage_error(why: &str) -> ! {
+    eprintln!("{USAGE}\nerror: {why}");
+    std::process::exit(2);
+}
+
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let rounds: u64 = args.next().map_or(50_000, |a| a.parse().expect("ROUNDS"));
-    let cpus = match args.next().as_deref() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return;
+    }
+    if args.len() > 2 {
+        usage_error(&format!("at most 2 arguments, got {}", args.len()));
+    }
+    let rounds: u64 = match args.first() {
+        None => 50_000,
+        Some(a) => match a.parse::<u32>() {
+            Ok(0) => usage_error("ROUNDS must be at least 1, got 0"),
+            Ok(n) => n.into(),
+            Err(_) => usage_error(&format!(
+                "ROUNDS must be a whole number up to 4,294,967,295, got {a:?}"
+            )),
+        },
+    };
+    let cpus = match args.get(1).map(String::as_str) {
+        None | Some("one") => (0, 0),
         Some("two") => (0, 1),
-        _ => (0, 0),
+        Some(other) => usage_error(&format!(
+            "the placement must be `one` or `two`, got {other:?}"
+        )),
     };
     println!("wake round trip, {rounds} rounds, CPUs {cpus:?}");
     let floor = futex(rounds, cpus);

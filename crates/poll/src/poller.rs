@@ -591,6 +591,12 @@ impl Poller {
             Some(t) if !t.is_zero() => Instant::now().checked_add(t),
             _ => None,
         };
+        if let (Selector::Uring(ring), Driver::Uring(d)) = (&self.selector, &mut polling.driver) {
+            // The ring is made this thread's before the poller can park: a
+            // waker that sees the park may message the ring at once, and a
+            // ring not yet enabled would refuse the message (EBADFD).
+            ring.prepare(d, &shared.signal)?;
+        }
         let bump = |c: &AtomicU64| c.store(c.load(Relaxed) + 1, Relaxed);
         loop {
             let remaining = match (timeout, deadline) {

@@ -511,3 +511,32 @@ fn an_io_uring_the_kernel_refuses_is_unsupported_with_the_reason() {
         .unwrap();
     }
 }
+
+/// A wake that finds the poller parked in its first poll reaches it, on
+/// every wake path: a waker may message the ring as soon as the poller
+/// parks, so the ring must already be the polling thread's (enabled).
+#[test]
+fn a_wake_the_moment_a_first_poll_parks_is_delivered() {
+    let _serial = serial();
+    for round in 0..1000 {
+        for (name, poller) in pollers() {
+            let poller = Arc::new(poller);
+            let waker = Waker::new(&poller, Token(1)).unwrap();
+            let waiter = {
+                let poller = Arc::clone(&poller);
+                std::thread::spawn(move || {
+                    let mut events = Events::with_capacity(4);
+                    poller.poll(&mut events, LONG).map(|_| tokens(&events))
+                })
+            };
+            // Counted the moment the poller parks.
+            while poller.stats().polls_blocked == 0 {
+                std::hint::spin_loop();
+            }
+            waker
+                .wake()
+                .unwrap_or_else(|e| panic!("{name}, round {round}: {e}"));
+            assert_eq!(waiter.join().unwrap().unwrap(), [Token(1)], "{name}");
+        }
+    }
+}

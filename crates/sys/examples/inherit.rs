@@ -25,6 +25,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
 
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some("--help" | "-h") => {
+            println!("usage: inherit (no arguments)");
+            return Ok(());
+        }
+        Some(_) => {
+            eprintln!("usage: inherit (no arguments)\nerror: it takes no arguments");
+            std::process::exit(2);
+        }
+    }
     // Parent: no CLOEXEC, so that the children inherit the descriptor.
     let fd = EventFd::new(0, EventFdFlags::empty())?;
     let me = std::env::current_exe()?;

@@ -49,7 +49,8 @@
 //! # Environment
 //!
 //! `ROUSE_FORCE_PIPE=1` makes [`WakeFd::new`] use a pipe, so that a whole
-//! program or test suite can run on the fallback.
+//! program or test suite can run on the fallback. Switches accept the usual
+//! spellings of on and off, and refuse anything else ([`env_switch`]).
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
@@ -66,7 +67,7 @@ mod wake;
 
 pub use eventfd::{AdoptError, EventFd, EventFdFlags};
 pub use pipe::Pipe;
-pub use wake::{FORCE_PIPE_ENV, WakeFd, WakeKind};
+pub use wake::{FORCE_PIPE_ENV, WakeFd, WakeKind, env_switch};
 
 /// Runs a system call until it fails with something other than `EINTR`.
 #[inline]

@@ -35,8 +35,48 @@ pub enum WakeKind {
 
 /// The environment variable that makes [`WakeFd::new`] choose a pipe.
 ///
-/// Set it to `1` to run a whole program or test suite on the fallback.
+/// Set it to `1` (or `true`, `yes`, `on`) to run a whole program or test
+/// suite on the fallback; `0` (`false`, `no`, `off`) or unset leaves the
+/// choice to the kernel. Any other value makes [`WakeFd::new`] fail with
+/// [`io::ErrorKind::InvalidInput`] naming the variable (see [`env_switch`]).
 pub const FORCE_PIPE_ENV: &str = "ROUSE_FORCE_PIPE";
+
+/// Reads an on/off switch from the environment, as rouse reads all of its
+/// own (`ROUSE_FORCE_PIPE`, and the poller's): `1`, `true`, `yes`, `on` are
+/// on; `0`, `false`, `no`, `off` are off (any case); unset or empty is
+/// `None`.
+///
+/// # Errors
+///
+/// [`io::ErrorKind::InvalidInput`], naming the variable and the value, for
+/// anything else (a value that is not Unicode included), so that a
+/// misspelt switch is never silently ignored.
+///
+/// # Examples
+///
+/// ```
+/// // SAFETY: no other thread reads or writes the environment meanwhile.
+/// unsafe { std::env::set_var("MY_SWITCH", "Yes") };
+/// assert_eq!(rouse_sys::env_switch("MY_SWITCH")?, Some(true));
+/// unsafe { std::env::set_var("MY_SWITCH", "maybe") };
+/// assert!(rouse_sys::env_switch("MY_SWITCH").is_err());
+/// # std::io::Result::Ok(())
+/// ```
+pub fn env_switch(name: &str) -> io::Result<Option<bool>> {
+    let Some(value) = std::env::var_os(name) else {
+        return Ok(None);
+    };
+    let lower = value.to_str().map(str::to_ascii_lowercase);
+    match lower.as_deref() {
+        Some("") => Ok(None),
+        Some("1" | "true" | "yes" | "on") => Ok(Some(true)),
+        Some("0" | "false" | "no" | "off") => Ok(Some(false)),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name}={value:?}: expected 1, true, yes or on, or 0, false, no or off"),
+        )),
+    }
+}
 
 /// A wake-up fd: [`wake`](WakeFd::wake) from any thread makes the polled side
 /// readable until [`consume`](WakeFd::consume) is called.
@@ -92,9 +132,10 @@ impl WakeFd {
     ///
     /// Returns the OS error if the descriptors cannot be created, e.g.
     /// `EMFILE`. Running out of descriptors is not taken as a sign that
-    /// eventfd is unsupported.
+    /// eventfd is unsupported. [`io::ErrorKind::InvalidInput`] if
+    /// [`FORCE_PIPE_ENV`] holds a value that is neither on nor off.
     pub fn new() -> io::Result<WakeFd> {
-        if force_pipe() {
+        if force_pipe()? {
             return WakeFd::with_kind(WakeKind::Pipe);
         }
         new_with(&EVENTFD_AVAILABLE, eventfd)
@@ -204,8 +245,8 @@ impl AsRawFd for WakeFd {
 }
 
 /// Whether [`FORCE_PIPE_ENV`] asks for the pipe fallback.
-fn force_pipe() -> bool {
-    std::env::var_os(FORCE_PIPE_ENV).is_some_and(|v| v == "1")
+fn force_pipe() -> io::Result<bool> {
+    Ok(env_switch(FORCE_PIPE_ENV)?.unwrap_or(false))
 }
 
 fn eventfd() -> io::Result<EventFd> {

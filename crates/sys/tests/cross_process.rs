@@ -50,32 +50,47 @@ fn child(raw: i32) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("child: {e}");
+            // Why, for the parent to show if it did not expect this; the
+            // parent reads it, so a passing run prints nothing.
+            eprintln!("{e}");
             std::mem::forget(e.into_fd());
             ExitCode::from(NOT_INHERITED as u8)
         }
     }
 }
 
-fn run_child(fd: &EventFd) -> std::process::ExitStatus {
-    Command::new(std::env::current_exe().expect("own path"))
+/// Runs the child on `fd`: its exit status and what it said on stderr.
+fn run_child(fd: &EventFd) -> (std::process::ExitStatus, String) {
+    let out = Command::new(std::env::current_exe().expect("own path"))
         .env(CHILD_FD, fd.as_raw_fd().to_string())
-        .status()
-        .expect("spawn the child")
+        .output()
+        .expect("spawn the child");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn child_writes_reach_the_parent_through_an_inherited_eventfd() {
     // No CLOEXEC: the child inherits the descriptor.
     let fd = EventFd::new(0, EventFdFlags::NONBLOCK).unwrap();
-    let status = run_child(&fd);
-    assert!(status.success(), "child failed: {status}");
+    let (status, said) = run_child(&fd);
+    assert!(status.success(), "child failed: {status}: {said}");
     assert_eq!(fd.read().unwrap(), 55);
 }
 
 fn a_cloexec_eventfd_is_not_inherited() {
     let fd = EventFd::new(0, EventFdFlags::NONBLOCK | EventFdFlags::CLOEXEC).unwrap();
-    let status = run_child(&fd);
-    assert_eq!(status.code(), Some(NOT_INHERITED), "child: {status}");
+    let (status, said) = run_child(&fd);
+    assert_eq!(
+        status.code(),
+        Some(NOT_INHERITED),
+        "child: {status}: {said}"
+    );
+    assert!(
+        said.contains("cannot be adopted as an eventfd"),
+        "the child saw no eventfd, and said: {said}"
+    );
     assert_eq!(
         fd.read().unwrap_err().kind(),
         std::io::ErrorKind::WouldBlock

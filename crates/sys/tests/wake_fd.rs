@@ -14,7 +14,7 @@ const KINDS: [WakeKind; 2] = [WakeKind::EventFd, WakeKind::Pipe];
 
 #[test]
 fn new_uses_eventfd_here_unless_the_pipe_is_forced() {
-    let forced = std::env::var_os(FORCE_PIPE_ENV).is_some_and(|v| v == "1");
+    let forced = rouse_sys::env_switch(FORCE_PIPE_ENV).unwrap() == Some(true);
     let expected = if forced {
         WakeKind::Pipe
     } else {

@@ -42,10 +42,14 @@ use state::TimerStates;
 /// Identifies a timer, for [`Ctx::cancel`](crate::Ctx::cancel) and
 /// [`LoopHandle::cancel`](crate::LoopHandle::cancel).
 ///
-/// An id stays unique: once its timer has fired for good or been
-/// cancelled, the id cancels nothing, even after its slot is reused.
+/// An id stays unique in the process: once its timer has fired for good or
+/// been cancelled, the id cancels nothing, even after its slot is reused;
+/// and it names a timer of one loop only, so that on any other loop it
+/// cancels nothing (`cancel` returns `false`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TimerId {
+    /// The loop's timers (see [`TimerStates::owner`]).
+    owner: u64,
     /// The slot; [`REMOTE`] set for a slot a handle made.
     slot: u32,
     /// The slot's generation when the timer was made.
@@ -56,8 +60,9 @@ pub struct TimerId {
 const REMOTE: u32 = 1 << 31;
 
 impl TimerId {
-    pub(crate) fn remote(slot: u32, word: u32) -> TimerId {
+    pub(crate) fn remote(states: &TimerStates, slot: u32, word: u32) -> TimerId {
         TimerId {
+            owner: states.owner,
             slot: slot | REMOTE,
             generation: state::generation(word),
         }
@@ -65,6 +70,9 @@ impl TimerId {
 
     /// The id's state word in `states`, with its slot and generation.
     pub(crate) fn word(self, states: &TimerStates) -> Option<(&AtomicU32, u32, u32)> {
+        if self.owner != states.owner {
+            return None;
+        }
         let i = self.index() as u32;
         let w = if self.is_remote() {
             states.remote.get(i)
@@ -177,6 +185,15 @@ impl<F, R> Timers<F, R> {
         self.base + Duration::from_nanos(n)
     }
 
+    /// The id of this loop's timer in `slot`, of `generation`.
+    fn id(&self, slot: u32, generation: u32) -> TimerId {
+        TimerId {
+            owner: self.states.owner,
+            slot,
+            generation,
+        }
+    }
+
     fn word(&self, id: TimerId) -> Option<&AtomicU32> {
         id.word(&self.states).map(|(w, ..)| w)
     }
@@ -216,6 +233,7 @@ impl<F, R> Timers<F, R> {
         word.store(w, Release);
         self.states.pending.fetch_add(1, Relaxed);
         let id = TimerId {
+            owner: self.states.owner,
             slot: index,
             generation: state::generation(w),
         };
@@ -303,7 +321,7 @@ impl<F, R> Timers<F, R> {
         let mut reaped = std::mem::take(&mut self.reaped);
         self.states.take_reaped(&mut reaped);
         for (slot, generation) in reaped.drain(..) {
-            let id = TimerId { slot, generation };
+            let id = self.id(slot, generation);
             let cancelled = self
                 .word(id)
                 .is_some_and(|w| state::is_cancelled(w, generation));
@@ -442,7 +460,7 @@ impl<F, R> Timers<F, R> {
                 return None;
             }
             self.heap.pop();
-            let id = TimerId { slot, generation };
+            let id = self.id(slot, generation);
             let index = id.index();
             let Entry { task, .. } = self.slab(id)[index].take().expect("skip_dead left it live");
             self.heap_live -= 1;
@@ -592,7 +610,7 @@ mod tests {
     /// A handle's timer, as `LoopHandle::run_at` makes it.
     fn remote(t: &mut T, deadline: Nanos, v: u32) -> TimerId {
         let (slot, w) = t.states.alloc_remote(false);
-        let id = TimerId::remote(slot, w);
+        let id = TimerId::remote(&t.states, slot, w);
         t.insert_remote(id, deadline, Task::Once(v));
         id
     }
@@ -702,7 +720,7 @@ mod tests {
         assert_eq!(t.states.pending.load(Relaxed), 0);
         // Cancelled before the loop inserted it: never scheduled.
         let (slot, w) = t.states.alloc_remote(false);
-        let id = TimerId::remote(slot, w);
+        let id = TimerId::remote(&t.states, slot, w);
         assert!(cancel_from_afar(&t, id));
         t.insert_remote(id, at(&t, now), Task::Once(4));
         assert_eq!(t.scheduled, 0);

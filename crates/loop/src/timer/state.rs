@@ -140,8 +140,10 @@ impl Words {
 }
 
 /// What the loop shares with its handles about timers.
-#[derive(Default)]
 pub(crate) struct TimerStates {
+    /// Which loop these are, unique in the process: every id carries it, so
+    /// that an id of one loop means nothing to another.
+    pub(crate) owner: u64,
     /// Slots made on the loop thread.
     pub(crate) local: Words,
     /// Slots made by handles.
@@ -154,6 +156,22 @@ pub(crate) struct TimerStates {
     /// Timers that may still run: one more when a timer is made, one less
     /// when a cancel succeeds or a timer that fires once has started.
     pub(crate) pending: AtomicUsize,
+}
+
+impl Default for TimerStates {
+    fn default() -> Self {
+        // Not a loom atomic: it only numbers loops.
+        static NEXT_OWNER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        TimerStates {
+            owner: NEXT_OWNER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            local: Words::default(),
+            remote: Words::default(),
+            remote_slots: Mutex::default(),
+            reaped: Mutex::default(),
+            reap_pending: Default::default(),
+            pending: AtomicUsize::new(0),
+        }
+    }
 }
 
 #[derive(Default)]

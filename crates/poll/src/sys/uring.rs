@@ -200,6 +200,13 @@ impl Uring {
         self.set.deregister(fd)
     }
 
+    /// Makes the ring the calling thread's (see [`UringDriver::own`]):
+    /// called before the poller may park, so that a waker's message never
+    /// finds a ring that is not yet enabled.
+    pub(crate) fn prepare(&self, driver: &mut UringDriver, signal: &Signal) -> io::Result<()> {
+        driver.own(signal)
+    }
+
     /// Submits what is needed, waits up to `timeout` for a completion, and
     /// reaps every completion, reporting fd events as `events`' room allows.
     pub(crate) fn wait(
