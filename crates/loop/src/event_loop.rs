@@ -21,9 +21,9 @@ use crate::timer::state::TimerStates;
 use crate::timer::{Task, TimerId, Timers, next_period, period_nanos};
 
 /// The waker's token; source tokens are slot ids, far below it.
-const WAKE: Token = Token(usize::MAX - 1);
+const WAKE: Token = Token(usize::MAX - 16);
 /// The timerfd of a nested loop (see `impl AsFd for EventLoop`).
-const NEST_TIMER: Token = Token(usize::MAX - 2);
+const NEST_TIMER: Token = Token(usize::MAX - 17);
 /// The most functors run in one iteration, so that a flood of them cannot
 /// starve I/O and timers. The rest run in the next iterations, without the
 /// loop blocking.

@@ -4,8 +4,10 @@ use std::fmt;
 
 /// Identifies a registration or a waker in the events a poll reports.
 ///
-/// Tokens come back exactly as given. `Token(usize::MAX)` is reserved for the
-/// poller's own use and refused by [`Poller::register`] and [`Waker::new`].
+/// Tokens come back exactly as given. The sixteen highest,
+/// `Token(usize::MAX - 15)` to `Token(usize::MAX)`, are reserved for the
+/// poller's own use and refused by [`Poller::register`] and [`Waker::new`];
+/// `Token(usize::MAX)` is the token of [`Event::is_completions`] events.
 ///
 /// [`Poller::register`]: crate::Poller::register
 /// [`Waker::new`]: crate::Waker::new
@@ -13,8 +15,15 @@ use std::fmt;
 pub struct Token(pub usize);
 
 impl Token {
-    /// The token the poller keeps for itself.
+    /// The token of the event that says completions are ready.
     pub(crate) const RESERVED: Token = Token(usize::MAX);
+    /// The lowest of the tokens the poller keeps for itself.
+    pub const FIRST_RESERVED: Token = Token(usize::MAX - 15);
+
+    /// Whether the poller keeps this token for itself.
+    pub const fn is_reserved(self) -> bool {
+        self.0 >= Token::FIRST_RESERVED.0
+    }
 }
 
 impl From<usize> for Token {
@@ -122,6 +131,20 @@ impl Event {
             token,
             mask: flags::IN,
         }
+    }
+
+    pub(crate) fn completions() -> Event {
+        Event {
+            token: Token::RESERVED,
+            mask: flags::IN,
+        }
+    }
+
+    /// Whether this event says that operations have completed: take them
+    /// with [`Poller::take_completions`](crate::Poller::take_completions).
+    /// Its token is `Token(usize::MAX)`.
+    pub fn is_completions(&self) -> bool {
+        self.token == Token::RESERVED
     }
 
     /// The token of the registration or waker.

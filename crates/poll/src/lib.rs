@@ -80,6 +80,7 @@ mod event;
 #[cfg(all(any(test, feature = "fuzzing"), not(loom)))]
 #[doc(hidden)]
 pub mod fuzz;
+pub mod op;
 mod poller;
 mod state;
 #[allow(unsafe_code)]

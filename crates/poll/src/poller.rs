@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 use rouse_sys::WakeFd;
 
 use crate::event::{Event, Events};
+use crate::op::{Completion, Op, OpId};
 use crate::state::{Notify, Pending, WakeState};
+use crate::sys::emulate::Emulator;
 use crate::sys::epoll::{Epoll, EpollDriver};
+use crate::sys::ops::OpTable;
 use crate::sys::uring::{self, Uring, UringDriver, WakeVia};
 use crate::sys::{MsgSender, Signal, WaitOutcome, current_forks, fork_generation};
 use crate::{Interest, Token};
@@ -110,6 +113,16 @@ pub struct Stats {
     /// Waits that were allowed to block in the kernel (some returned at once
     /// all the same, because an event was ready).
     pub polls_blocked: u64,
+    /// Operations submitted.
+    pub ops_submitted: u64,
+    /// Completions reported (a multishot operation's each).
+    pub completions: u64,
+    /// io_uring: times completions overflowed the completion queue, were
+    /// kept by the kernel (`IORING_FEAT_NODROP`) and flushed by the poller.
+    pub overflow_flushes: u64,
+    /// io_uring: multishot receives re-armed because the provided-buffer
+    /// ring was empty (`ENOBUFS`).
+    pub buffer_ring_rearms: u64,
 }
 
 /// The error a [`Poller`] or [`Waker`](crate::Waker) made before a `fork`
@@ -305,6 +318,10 @@ struct Polling {
     driver: Driver,
     /// Numbers the polls, so that a waker is reported at most once in each.
     seq: u64,
+    /// Operations in flight, and their completions not yet taken.
+    ops: OpTable,
+    /// The epoll backend's way of performing operations.
+    emu: Emulator,
 }
 
 enum Driver {
@@ -326,6 +343,21 @@ pub(crate) struct Shared {
     retired_wakes: AtomicU64,
     polls: AtomicU64,
     polls_blocked: AtomicU64,
+    /// Counters of operations, shared with the backend.
+    pub(crate) op_counters: Arc<OpCounters>,
+    /// Completions of file operations that the epoll backend's pool ran,
+    /// not yet seen by a poll; `pool_ready` says there are some.
+    pool_done: Mutex<Vec<Completion>>,
+    pool_ready: AtomicBool,
+}
+
+/// Counters of operations (written by the polling thread, read by any).
+#[derive(Debug, Default)]
+pub(crate) struct OpCounters {
+    pub(crate) submitted: AtomicU64,
+    pub(crate) completions: AtomicU64,
+    pub(crate) overflow_flushes: AtomicU64,
+    pub(crate) buffer_ring_rearms: AtomicU64,
 }
 
 /// One waker's state, shared by its clones and read by the poller.
@@ -411,9 +443,13 @@ impl Poller {
     fn assemble(
         signal: Signal,
         selector: Selector,
-        driver: Driver,
+        mut driver: Driver,
         spin: Duration,
     ) -> io::Result<Poller> {
+        let op_counters = Arc::new(OpCounters::default());
+        if let Driver::Uring(d) = &mut driver {
+            d.counters = Arc::clone(&op_counters);
+        }
         Ok(Poller {
             shared: Arc::new(Shared {
                 state: WakeState::new(),
@@ -425,9 +461,17 @@ impl Poller {
                 retired_wakes: AtomicU64::new(0),
                 polls: AtomicU64::new(0),
                 polls_blocked: AtomicU64::new(0),
+                pool_done: Mutex::new(Vec::new()),
+                pool_ready: AtomicBool::new(false),
+                op_counters,
             }),
             selector,
-            driver: Mutex::new(Polling { driver, seq: 0 }),
+            driver: Mutex::new(Polling {
+                driver,
+                seq: 0,
+                ops: OpTable::default(),
+                emu: Emulator::default(),
+            }),
             spin,
             nested: AtomicBool::new(false),
             nest_failed: Mutex::new(None),
@@ -595,9 +639,17 @@ impl Poller {
             // The ring is made this thread's before the poller can park: a
             // waker that sees the park may message the ring at once, and a
             // ring not yet enabled would refuse the message (EBADFD).
-            ring.prepare(d, &shared.signal)?;
+            ring.prepare(d, &shared.signal, &polling.ops)?;
+        }
+        if let Selector::Epoll(ep) = &self.selector {
+            // Operations submitted since the last poll start now.
+            if polling.emu.has_pending() {
+                let sink = || self.shared.pool_sink();
+                polling.emu.start_pending(ep, &mut polling.ops, sink);
+            }
         }
         let bump = |c: &AtomicU64| c.store(c.load(Relaxed) + 1, Relaxed);
+        let mut reported = false;
         loop {
             let remaining = match (timeout, deadline) {
                 (Some(Duration::ZERO), _) => Some(Duration::ZERO),
@@ -605,10 +657,12 @@ impl Poller {
                 (Some(_), Some(d)) => Some(d.saturating_duration_since(Instant::now())),
             };
             // Wakes already pending go first, so that ready fds (reported
-            // again and again, being level-triggered) cannot crowd them out.
+            // again and again, being level-triggered) cannot crowd them out;
+            // then completions already reaped.
             if shared.state.is_notified() && shared.state.unpark() {
                 shared.collect_wakes(events, seq);
             }
+            shared.report_completions(&mut polling.ops, events, &mut reported);
             let last_pass = remaining == Some(Duration::ZERO);
             let may_block = !last_pass && events.is_empty();
             if may_block && !self.spin.is_zero() {
@@ -628,7 +682,7 @@ impl Poller {
                 _ if events.is_full() => Ok(WaitOutcome::default()),
                 (Selector::Epoll(ep), Driver::Epoll(d)) => ep.wait(d, events, wait),
                 (Selector::Uring(ring), Driver::Uring(d)) => {
-                    ring.wait(d, &shared.signal, events, wait)
+                    ring.wait(d, &shared.signal, events, &mut polling.ops, wait)
                 }
                 _ => unreachable!("the selector and the driver are made together"),
             };
@@ -637,14 +691,172 @@ impl Poller {
                 shared.collect_wakes(events, seq);
             }
             match result {
-                Ok(outcome) if outcome.woke => shared.signal.after_wake()?,
-                Ok(_) => {}
+                Ok(outcome) => {
+                    if outcome.woke {
+                        shared.signal.after_wake()?;
+                    }
+                    if let (true, Selector::Epoll(ep)) = (outcome.ops, &self.selector) {
+                        polling.emu.run_ready(ep, &mut polling.ops)?;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+            shared.report_completions(&mut polling.ops, events, &mut reported);
             if !events.is_empty() || last_pass {
                 return Ok(events.len());
             }
+        }
+    }
+
+    /// Submits an operation: the kernel (io_uring) or the poller itself
+    /// (epoll) performs it, and a later [`poll`](Poller::poll) reports its
+    /// completion (see [`take_completions`](Poller::take_completions)).
+    ///
+    /// The operation owns its file and buffer until its last completion,
+    /// which hands the buffer back; see [`op`](crate::op) for what each
+    /// does. On io_uring it is queued, and sent to the kernel by the next
+    /// poll's one `io_uring_enter`, which also waits; a full submission
+    /// queue is submitted at once and refilled.
+    ///
+    /// Submit from the thread that polls, between polls (io_uring lets only
+    /// that thread submit to its ring).
+    ///
+    /// # Errors
+    ///
+    /// Nothing is submitted, and the operation is dropped (its buffer with
+    /// it), if:
+    ///
+    /// * [`io::ErrorKind::ResourceBusy`]: another thread is polling this
+    ///   poller, or (io_uring) operations are in flight on the ring of the
+    ///   thread that polled it until now;
+    /// * [`Forked`] in a child process;
+    /// * the OS error of the submission (io_uring), or of setting up what
+    ///   the operation needs: a provided-buffer ring for a multishot receive
+    ///   on io_uring, a thread for a file operation on epoll, `O_NONBLOCK`
+    ///   on the socket of an accept or connect on epoll.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use rouse_poll::op::{Op, Output, SharedFd};
+    /// use rouse_poll::{Events, Poller};
+    ///
+    /// let poller = Poller::new()?;
+    /// let file = tempfile_with(b"hello, world")?;
+    /// let op = Op::ReadAt { fd: SharedFd::new(file), offset: 7, buf: Vec::with_capacity(16) };
+    /// let id = poller.submit(op)?;
+    ///
+    /// let mut events = Events::with_capacity(8);
+    /// let mut done = Vec::new();
+    /// while done.is_empty() {
+    ///     poller.poll(&mut events, Some(Duration::from_secs(5)))?;
+    ///     poller.take_completions(&mut done);
+    /// }
+    /// let c = done.pop().unwrap();
+    /// assert_eq!(c.id(), id);
+    /// let (n, out) = c.into_parts();
+    /// assert_eq!(n?, 5);
+    /// let Output::Buf(buf) = out else { unreachable!() };
+    /// assert_eq!(buf, b"world");
+    /// # fn tempfile_with(data: &[u8]) -> std::io::Result<std::fs::File> {
+    /// #     let path = std::env::temp_dir().join(format!("rouse-doc-{}", std::process::id()));
+    /// #     std::fs::write(&path, data)?;
+    /// #     let f = std::fs::File::open(&path)?;
+    /// #     std::fs::remove_file(&path)?;
+    /// #     Ok(f)
+    /// # }
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn submit(&self, op: Op) -> io::Result<OpId> {
+        self.check_fork()?;
+        let mut polling = self.lock_for_ops()?;
+        let polling = &mut *polling;
+        let id = polling.ops.insert(op);
+        let submitted = match (&self.selector, &mut polling.driver) {
+            (Selector::Uring(_), Driver::Uring(d)) => d
+                .own(&self.shared.signal, &polling.ops)
+                .and_then(|()| d.submit_op(&mut polling.ops, id)),
+            (Selector::Epoll(_), Driver::Epoll(_)) => {
+                polling.emu.submit(id);
+                Ok(())
+            }
+            _ => unreachable!("the selector and the driver are made together"),
+        };
+        if let Err(e) = submitted {
+            polling.ops.remove(id);
+            return Err(e);
+        }
+        let c = &self.shared.op_counters.submitted;
+        c.store(c.load(Relaxed) + 1, Relaxed);
+        Ok(id)
+    }
+
+    /// Asks that operation `id` stop. Its completion still comes: with
+    /// `ECANCELED` if it was stopped before it took effect, otherwise with
+    /// its result (a write that happened is reported as written). An id
+    /// that has completed for good is ignored.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Poller::submit).
+    pub fn cancel(&self, id: OpId) -> io::Result<()> {
+        self.check_fork()?;
+        let mut polling = self.lock_for_ops()?;
+        let polling = &mut *polling;
+        if !polling.ops.contains(id) {
+            return Ok(());
+        }
+        match (&self.selector, &mut polling.driver) {
+            (Selector::Uring(_), Driver::Uring(d)) => d.cancel_op(id),
+            (Selector::Epoll(ep), Driver::Epoll(_)) => polling.emu.cancel(ep, &mut polling.ops, id),
+            _ => unreachable!("the selector and the driver are made together"),
+        }
+    }
+
+    /// Moves the completions that polls have reaped into `into`, oldest
+    /// first. A poll that reaped some reports one event for them, whose
+    /// [`Event::is_completions`] is true (it counts toward the capacity,
+    /// as wakes do); completions are not otherwise limited by the capacity.
+    ///
+    /// Returns how many were moved. If another thread is polling, none are
+    /// (they are taken after its poll).
+    pub fn take_completions(&self, into: &mut Vec<Completion>) -> usize {
+        match self.driver.try_lock() {
+            Ok(mut p) => self.move_completions(&mut p, into),
+            Err(TryLockError::Poisoned(p)) => self.move_completions(&mut p.into_inner(), into),
+            Err(TryLockError::WouldBlock) => 0,
+        }
+    }
+
+    fn move_completions(&self, polling: &mut Polling, into: &mut Vec<Completion>) -> usize {
+        let n = polling.ops.ready.len();
+        into.extend(polling.ops.ready.drain(..));
+        let c = &self.shared.op_counters.completions;
+        c.store(c.load(Relaxed) + n as u64, Relaxed);
+        n
+    }
+
+    /// Operations submitted whose last completion has not yet been reaped.
+    pub fn ops_in_flight(&self) -> usize {
+        self.driver
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ops
+            .len()
+    }
+
+    /// The poll lock, for submitting or cancelling between polls.
+    fn lock_for_ops(&self) -> io::Result<MutexGuard<'_, Polling>> {
+        match self.driver.try_lock() {
+            Ok(p) => Ok(p),
+            Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
+            Err(TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                "another thread is polling this Poller: submit operations from the \
+                 thread that polls, between polls",
+            )),
         }
     }
 
@@ -721,6 +933,20 @@ impl AsFd for Poller {
 impl Drop for Poller {
     fn drop(&mut self) {
         self.shared.state.close();
+        let polling = self.driver.get_mut().unwrap_or_else(|e| e.into_inner());
+        if current_forks() != self.shared.forks {
+            // A forked child's copy: the ring and the pool are the parent's.
+            for (_, op) in polling.ops.drain() {
+                std::mem::forget(op);
+            }
+            return;
+        }
+        match &mut polling.driver {
+            // Memory the kernel may write is freed only once its completion
+            // has been reaped (or leaked, if it cannot be).
+            Driver::Uring(d) => d.shutdown(&mut polling.ops, Duration::from_secs(10)),
+            Driver::Epoll(_) => polling.emu.shutdown(),
+        }
     }
 }
 
@@ -827,6 +1053,39 @@ impl Shared {
         self.wakers.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Where the epoll backend's file pool delivers a completion: to
+    /// `pool_done`, with a wake so that a blocked poll returns.
+    fn pool_sink(self: &Arc<Self>) -> Arc<dyn Fn(Completion) + Send + Sync> {
+        let shared = Arc::clone(self);
+        Arc::new(move |c| {
+            shared
+                .pool_done
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(c);
+            shared.pool_ready.store(true, SeqCst);
+            // A poller that is gone, or a failed wake, leaves the completion
+            // to the next poll, which looks at `pool_ready` first.
+            let _ = shared.notify(None);
+        })
+    }
+
+    /// Moves the pool's completions in, and reports completions waiting to
+    /// be taken with one event per poll, as room allows.
+    fn report_completions(&self, ops: &mut OpTable, events: &mut Events, reported: &mut bool) {
+        if self.pool_ready.load(Relaxed) && self.pool_ready.swap(false, SeqCst) {
+            let done =
+                std::mem::take(&mut *self.pool_done.lock().unwrap_or_else(|e| e.into_inner()));
+            for c in done {
+                ops.returned(c);
+            }
+        }
+        if !*reported && !ops.ready.is_empty() && !events.is_full() {
+            events.push(Event::completions());
+            *reported = true;
+        }
+    }
+
     /// Reports the tokens of pending wakers, as room allows, each at most
     /// once in poll `seq`; if some must wait, the next poll is told not to
     /// block.
@@ -869,20 +1128,25 @@ impl Shared {
             .iter()
             .map(|s| s.wakes.load(Relaxed))
             .sum();
+        let c = &self.op_counters;
         Stats {
             wakes: live + self.retired_wakes.load(Relaxed),
             wake_syscalls: self.wake_syscalls.load(Relaxed),
             polls: self.polls.load(Relaxed),
             polls_blocked: self.polls_blocked.load(Relaxed),
+            ops_submitted: c.submitted.load(Relaxed),
+            completions: c.completions.load(Relaxed),
+            overflow_flushes: c.overflow_flushes.load(Relaxed),
+            buffer_ring_rearms: c.buffer_ring_rearms.load(Relaxed),
         }
     }
 }
 
 fn check_token(token: Token) -> io::Result<()> {
-    if token == Token::RESERVED {
+    if token.is_reserved() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "Token(usize::MAX) is reserved by the poller",
+            format!("{token:?} is reserved by the poller (Token(usize::MAX - 15) and above)"),
         ));
     }
     Ok(())

@@ -12,6 +12,7 @@ use rustix::event::Timespec;
 use rustix::event::epoll::{self, CreateFlags, EventData, EventFlags};
 use rustix::io::Errno;
 
+use super::emulate::OPS_KEY;
 use super::{WAKE_KEY, WaitOutcome, timespec};
 use crate::event::{Event, Events};
 use crate::{Interest, Token};
@@ -95,13 +96,17 @@ impl Epoll {
         timeout: Option<Duration>,
     ) -> io::Result<WaitOutcome> {
         let ts: Option<Timespec> = timeout.map(timespec);
-        let (full, woke) = self.wait_into(driver, events, ts.as_ref())?;
-        if woke && full {
-            // The wake fd took a place that a ready registration may want:
-            // look again, without waiting (its edge is spent).
-            self.fill(driver, events)?;
+        let (full, outcome) = self.wait_into(driver, events, ts.as_ref())?;
+        if full && (outcome.woke || outcome.ops) {
+            // The wake fd (or the operations' set) took a place that a
+            // ready registration may want: look again, without waiting.
+            let (_, more) = self.wait_into(driver, events, Some(&Timespec::default()))?;
+            return Ok(WaitOutcome {
+                woke: outcome.woke | more.woke,
+                ops: outcome.ops | more.ops,
+            });
         }
-        Ok(WaitOutcome { woke })
+        Ok(outcome)
     }
 
     /// Reports what is ready now, as `events`' room allows, without waiting:
@@ -114,31 +119,45 @@ impl Epoll {
     }
 
     /// One wait for at most `events`' room: whether the kernel filled it,
-    /// and whether the wake fd was among what it returned.
+    /// and what it said of the wake fd and the operations' set.
     #[inline]
     fn wait_into(
         &self,
         driver: &mut EpollDriver,
         events: &mut Events,
         ts: Option<&Timespec>,
-    ) -> io::Result<(bool, bool)> {
+    ) -> io::Result<(bool, WaitOutcome)> {
         let room = events.room();
         driver.buf.clear();
         driver.buf.reserve(room);
         let spare = &mut driver.buf.spare_capacity_mut()[..room];
         let (ready, _) = epoll::wait(&self.ep, spare, ts)?;
         let full = ready.len() == room;
-        let mut woke = false;
+        let mut outcome = WaitOutcome::default();
         for ev in ready.iter() {
             // Copies out of the packed struct.
             let (key, mask) = (ev.data.u64(), { ev.flags }.bits());
-            if key == WAKE_KEY {
-                woke = true;
-            } else {
-                events.push(Event::from_mask(Token(key as usize), mask));
+            match key {
+                WAKE_KEY => outcome.woke = true,
+                OPS_KEY => outcome.ops = true,
+                _ => events.push(Event::from_mask(Token(key as usize), mask)),
             }
         }
-        Ok((full, woke))
+        Ok((full, outcome))
+    }
+}
+
+impl EpollDriver {
+    /// Up to 1,024 (key, events) ready in `set` now, without waiting (a
+    /// level-triggered set reports the rest again).
+    pub(crate) fn ready_keys(&mut self, set: &Epoll, out: &mut Vec<(u64, u32)>) -> io::Result<()> {
+        const BATCH: usize = 1024;
+        self.buf.clear();
+        self.buf.reserve(BATCH);
+        let spare = &mut self.buf.spare_capacity_mut()[..BATCH];
+        let (ready, _) = epoll::wait(&set.ep, spare, Some(&Timespec::default()))?;
+        out.extend(ready.iter().map(|ev| (ev.data.u64(), { ev.flags }.bits())));
+        Ok(())
     }
 }
 

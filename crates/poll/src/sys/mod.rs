@@ -19,8 +19,11 @@ use std::time::Duration;
 
 use rouse_sys::{WakeFd, WakeKind};
 
+pub(crate) mod emulate;
 pub(crate) mod epoll;
+pub(crate) mod ops;
 pub(crate) mod uring;
+pub(crate) mod uring_ops;
 
 /// The key under which the backends report the wake signal.
 pub(crate) const WAKE_KEY: u64 = u64::MAX;
@@ -30,6 +33,9 @@ pub(crate) const WAKE_KEY: u64 = u64::MAX;
 pub(crate) struct WaitOutcome {
     /// The wake signal fired.
     pub(crate) woke: bool,
+    /// The epoll backend's set of operations waiting for readiness has
+    /// something ready.
+    pub(crate) ops: bool,
 }
 
 /// How a waker interrupts a wait.

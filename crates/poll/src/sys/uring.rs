@@ -31,6 +31,8 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use rustix::io::Errno;
 
 use super::epoll::{Epoll, EpollDriver};
+use super::ops::OpTable;
+use super::uring_ops::{BufRing, OP_TAG, OpCqe, OpExtra};
 use super::{Signal, WAKE_KEY, WaitOutcome, thread_id};
 use crate::event::{Event, Events, flags};
 use crate::{Interest, Token};
@@ -38,10 +40,12 @@ use crate::{Interest, Token};
 /// user_data of the message another ring posts to wake this one.
 const MSG_KEY: u64 = u64::MAX - 1;
 /// user_data of `ASYNC_CANCEL` requests, whose own completions are ignored.
-const CANCEL_KEY: u64 = u64::MAX - 2;
+pub(super) const CANCEL_KEY: u64 = u64::MAX - 2;
 
-/// Submission queue entries: an `EPOLL_WAIT`, a cancel, the wake poll.
-const RING_ENTRIES: u32 = 8;
+/// Submission queue entries (the completion queue has twice as many): an
+/// `EPOLL_WAIT`, a cancel, the wake poll, and the operations queued between
+/// two waits; a fuller queue is submitted and refilled.
+const RING_ENTRIES: u32 = 256;
 /// The most events one `EPOLL_WAIT` returns. A poll with more room reports
 /// at most this many fd events; the rest, being level-triggered, are
 /// reported by the next poll.
@@ -67,10 +71,12 @@ pub(crate) struct Uring {
 /// The polling side: the ring, owned by the thread that polls.
 pub(crate) struct UringDriver {
     // Dropped before the buffers: once the ring is closed, the kernel
-    // cancels its requests rather than complete them.
-    ring: IoUring,
+    // cancels its requests rather than complete them. (A poller dropped
+    // with operations in flight waits for their completions first: see
+    // `shutdown`.)
+    pub(super) ring: IoUring,
     /// The thread the ring belongs to; 0 while it is not yet enabled.
-    owner: u64,
+    pub(super) owner: u64,
     wake: WakeVia,
     wake_armed: bool,
     /// The generation of the `EPOLL_WAIT` in flight, and its room.
@@ -87,6 +93,16 @@ pub(crate) struct UringDriver {
     /// For a direct look at the set, when the wake fd took a place in a
     /// full batch.
     direct: EpollDriver,
+    /// What operations in flight need beside their own memory: the address
+    /// of a connect, the form of a multishot accept, a cancel asked for.
+    pub(super) extras: std::collections::HashMap<u64, OpExtra>,
+    /// Completions of operations, gathered while the queue is read.
+    pub(super) op_cqes: Vec<OpCqe>,
+    /// The provided-buffer ring of multishot receives, made on first use
+    /// (after `ring`: it is freed once the ring is closed).
+    pub(super) bufring: Option<BufRing>,
+    /// The poller's counters of operations.
+    pub(crate) counters: std::sync::Arc<crate::poller::OpCounters>,
 }
 
 type EpollBuf = Box<[libc::epoll_event]>;
@@ -168,6 +184,10 @@ impl Uring {
             retired: Vec::new(),
             spare: None,
             direct: EpollDriver::default(),
+            extras: std::collections::HashMap::new(),
+            op_cqes: Vec::new(),
+            bufring: None,
+            counters: Default::default(),
         };
         Ok((Uring { set }, driver))
     }
@@ -203,8 +223,13 @@ impl Uring {
     /// Makes the ring the calling thread's (see [`UringDriver::own`]):
     /// called before the poller may park, so that a waker's message never
     /// finds a ring that is not yet enabled.
-    pub(crate) fn prepare(&self, driver: &mut UringDriver, signal: &Signal) -> io::Result<()> {
-        driver.own(signal)
+    pub(crate) fn prepare(
+        &self,
+        driver: &mut UringDriver,
+        signal: &Signal,
+        ops: &OpTable,
+    ) -> io::Result<()> {
+        driver.own(signal, ops)
     }
 
     /// Submits what is needed, waits up to `timeout` for a completion, and
@@ -214,9 +239,10 @@ impl Uring {
         driver: &mut UringDriver,
         signal: &Signal,
         events: &mut Events,
+        ops: &mut OpTable,
         timeout: Option<Duration>,
     ) -> io::Result<WaitOutcome> {
-        driver.own(signal)?;
+        driver.own(signal, ops)?;
         if !driver.wake_armed {
             driver.arm_wake()?;
         }
@@ -272,7 +298,7 @@ impl Uring {
                 _ => return Err(e),
             },
         }
-        let (outcome, short) = driver.reap(events)?;
+        let (outcome, short) = driver.reap(events, ops)?;
         if short {
             // The wake fd took a place that a ready registration may want.
             self.set.fill(&mut driver.direct, events)?;
@@ -285,7 +311,7 @@ impl UringDriver {
     /// Makes the ring the calling thread's: enables it on first use, and
     /// replaces it with a new one when another thread polls. A failure
     /// (no descriptors for a new ring, say) changes nothing.
-    fn own(&mut self, signal: &Signal) -> io::Result<()> {
+    pub(crate) fn own(&mut self, signal: &Signal, ops: &OpTable) -> io::Result<()> {
         let me = thread_id();
         if self.owner == me {
             return Ok(());
@@ -293,6 +319,18 @@ impl UringDriver {
         if self.owner == 0 {
             self.ring.submitter().register_enable_rings()?;
         } else {
+            if ops.len() > 0 {
+                // Their memory is the kernel's until their completions,
+                // which only the old thread's ring can reap.
+                return Err(io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    format!(
+                        "{} operations are in flight on the ring of the thread that polled \
+                         this poller until now; poll it there until they complete",
+                        ops.len()
+                    ),
+                ));
+            }
             let ring = new_ring(false)?;
             if let Signal::MsgRing { target, .. } = signal {
                 let fd = rustix::io::fcntl_dupfd_cloexec(ring.as_fd(), 0)?;
@@ -304,6 +342,8 @@ impl UringDriver {
             self.in_flight = None;
             self.retired.clear();
             self.wake_armed = false;
+            // Registered with the old ring, which is closed now.
+            self.bufring = None;
         }
         self.owner = me;
         Ok(())
@@ -326,10 +366,50 @@ impl UringDriver {
 
     /// Reaps every completion; says, beside the outcome, whether the wake
     /// fd took a place in a full batch (so that one more look is due).
-    fn reap(&mut self, events: &mut Events) -> io::Result<(WaitOutcome, bool)> {
+    fn reap(&mut self, events: &mut Events, ops: &mut OpTable) -> io::Result<(WaitOutcome, bool)> {
         let mut out = WaitOutcome::default();
         let mut short = false;
         let mut failed = None;
+        loop {
+            self.reap_once(events, &mut out, &mut short, &mut failed);
+            self.complete_ops(ops)?;
+            if !self.ring.submission().cq_overflow() {
+                break;
+            }
+            // Completions the queue had no room for wait in the kernel
+            // (IORING_FEAT_NODROP): flush them into the queue and read on.
+            let c = &self.counters.overflow_flushes;
+            c.store(
+                c.load(std::sync::atomic::Ordering::Relaxed) + 1,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            // SAFETY: no argument is passed.
+            match unsafe {
+                self.ring
+                    .submitter()
+                    .enter::<()>(0, 0, IORING_ENTER_GETEVENTS, None)
+            } {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if Errno::from_io_error(&e) == Some(Errno::BUSY) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok((out, short)),
+        }
+    }
+
+    /// Reads the completion queue once: readiness and wakes into `events`
+    /// and `out`, operations' completions into `op_cqes`.
+    fn reap_once(
+        &mut self,
+        events: &mut Events,
+        out: &mut WaitOutcome,
+        short: &mut bool,
+        failed: &mut Option<io::Error>,
+    ) {
         let mut cq = self.ring.completion();
         for cqe in &mut cq {
             match cqe.user_data() {
@@ -341,6 +421,11 @@ impl UringDriver {
                 }
                 MSG_KEY => out.woke = true,
                 CANCEL_KEY => {}
+                data if data & OP_TAG != 0 => self.op_cqes.push(OpCqe {
+                    data,
+                    result: cqe.result(),
+                    flags: cqe.flags(),
+                }),
                 generation => {
                     let Some((_, max)) = self.in_flight.filter(|(g, _)| *g == generation) else {
                         // A request cancelled too late: the newer one reads
@@ -352,7 +437,7 @@ impl UringDriver {
                             &mut self.spare,
                             generation,
                             cqe.result(),
-                            &mut out,
+                            out,
                         );
                         continue;
                     };
@@ -361,7 +446,7 @@ impl UringDriver {
                     if n < 0 {
                         // Cancelled by the kernel, say: asked again next wait.
                         if n != -Errno::CANCELED.raw_os_error() {
-                            failed = Some(io::Error::from_raw_os_error(-n));
+                            *failed = Some(io::Error::from_raw_os_error(-n));
                         }
                         continue;
                     }
@@ -371,7 +456,7 @@ impl UringDriver {
                         if data == WAKE_KEY {
                             // The wake fd, in the set for a nested poller.
                             out.woke = true;
-                            short |= n as u32 == max;
+                            *short |= n as u32 == max;
                             continue;
                         }
                         if events.is_full() {
@@ -385,11 +470,16 @@ impl UringDriver {
             }
         }
         cq.sync();
-        drop(cq);
-        match failed {
-            Some(e) => Err(e),
-            None => Ok((out, short)),
-        }
+    }
+
+    /// Queues a request of the backend's own, submitting first if the queue
+    /// is full.
+    fn push(&mut self, sqe: &squeue::Entry) -> io::Result<()> {
+        // SAFETY: POLL_ADD and ASYNC_CANCEL reference no user memory;
+        // EPOLL_WAIT writes into `buf` (or a retired buffer), which is kept
+        // until its completion arrives or the ring is closed (field order),
+        // and whose length bounds the request's room.
+        unsafe { self.push_unchecked(sqe) }
     }
 
     fn arm_wake(&mut self) -> io::Result<()> {
@@ -405,11 +495,15 @@ impl UringDriver {
     }
 
     /// Queues a request, submitting first if the queue is full.
-    fn push(&mut self, sqe: &squeue::Entry) -> io::Result<()> {
+    ///
+    /// # Safety
+    ///
+    /// Memory the request names must stay valid until its completion has
+    /// been reaped (or the ring is closed, for a request the kernel cancels
+    /// then).
+    pub(super) unsafe fn push_unchecked(&mut self, sqe: &squeue::Entry) -> io::Result<()> {
         loop {
-            // SAFETY: POLL_ADD and ASYNC_CANCEL reference no user memory;
-            // EPOLL_WAIT writes into `buf`, which outlives the ring (field
-            // order), and whose length bounds the request's room.
+            // SAFETY: the caller's promise.
             if unsafe { self.ring.submission().push(sqe) }.is_ok() {
                 return Ok(());
             }
