@@ -1,13 +1,11 @@
 //! The loop, and the context every callback gets.
 
-use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -15,10 +13,11 @@ use std::time::{Duration, Instant};
 use rouse_poll::{Events, Interest, Poller, Token, Waker};
 
 use crate::Error;
-use crate::handle::{Functor, LoopHandle, SendTask, Shared, check_period, thread_id};
+use crate::handle::{Functor, LoopHandle, Shared, thread_id};
 use crate::queue::Queue;
+use crate::sources::{Ready, Slot, SourceId};
 use crate::timer::state::TimerStates;
-use crate::timer::{Task, TimerId, Timers, next_period, period_nanos};
+use crate::timer::{Task, TimerId, Timers};
 
 /// The waker's token; source tokens are slot ids, far below it.
 const WAKE: Token = Token(usize::MAX - 16);
@@ -27,51 +26,17 @@ const NEST_TIMER: Token = Token(usize::MAX - 17);
 /// The most functors run in one iteration, so that a flood of them cannot
 /// starve I/O and timers. The rest run in the next iterations, without the
 /// loop blocking.
-const FUNCTOR_BATCH: usize = 1024;
+pub(crate) const FUNCTOR_BATCH: usize = 1024;
 const EVENTS: usize = 1024;
 
 /// What stays on the loop thread need not be `Send`.
-type OnceFn = Box<dyn FnOnce(&mut Ctx)>;
-type EveryFn = Box<dyn FnMut(&mut Ctx)>;
+pub(crate) type OnceFn = Box<dyn FnOnce(&mut Ctx)>;
+pub(crate) type EveryFn = Box<dyn FnMut(&mut Ctx)>;
 /// A functor on the loop thread: queued through [`Ctx`], or taken from the
 /// shared queue.
-type LocalFunctor = Box<dyn FnOnce(&mut Ctx)>;
-/// A job's completion waiting on the loop thread for its result.
-type Completion = Box<dyn FnOnce(Box<dyn Any + Send>, &mut Ctx)>;
+pub(crate) type LocalFunctor = Box<dyn FnOnce(&mut Ctx)>;
 /// Vectors and queues keep at most this much room once a burst has drained.
-const SPARE: usize = 1024;
-
-/// Identifies an I/O source registered with the loop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SourceId(u64);
-
-impl SourceId {
-    fn new(slot: u32, generation: u32) -> SourceId {
-        SourceId(u64::from(generation) << 32 | u64::from(slot))
-    }
-
-    fn slot(self) -> usize {
-        self.0 as u32 as usize
-    }
-
-    fn generation(self) -> u32 {
-        (self.0 >> 32) as u32
-    }
-}
-
-/// The readiness an I/O callback is called with. Level-triggered: a source
-/// that stays ready is called again in the next iteration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ready {
-    /// Data to read, end-of-file, or a peer's shutdown.
-    pub readable: bool,
-    /// Room to write.
-    pub writable: bool,
-    /// An error is pending on the file.
-    pub error: bool,
-    /// The peer hung up.
-    pub hangup: bool,
-}
+pub(crate) const SPARE: usize = 1024;
 
 /// An event loop: I/O callbacks, pending functors and timers, on one thread.
 ///
@@ -176,63 +141,41 @@ pub struct EventLoop {
 ///
 /// Every callback that runs on the loop thread gets `&mut Ctx`.
 pub struct Ctx {
-    poller: Poller,
+    pub(crate) poller: Poller,
     /// Taken while a poll's events are dispatched (callbacks need `&mut
     /// Ctx`); a callback that panics leaves `None`, and the next iteration
     /// allocates afresh.
-    events: Option<Events>,
-    shared: Arc<Shared>,
-    sources: Vec<Slot>,
-    free: Vec<u32>,
-    timers: Timers<OnceFn, EveryFn>,
+    pub(crate) events: Option<Events>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) sources: Vec<Slot>,
+    pub(crate) free: Vec<u32>,
+    pub(crate) timers: Timers<OnceFn, EveryFn>,
     /// Timers taken as due, not yet run (kept to reuse its allocation).
-    due: Vec<(TimerId, crate::timer::Nanos, Task<OnceFn, EveryFn>)>,
+    pub(crate) due: Vec<(TimerId, crate::timer::Nanos, Task<OnceFn, EveryFn>)>,
     /// Functors taken from the queue and not yet run.
-    backlog: VecDeque<LocalFunctor>,
+    pub(crate) backlog: VecDeque<LocalFunctor>,
     /// Functors queued on the loop thread since the last take.
-    local: Vec<LocalFunctor>,
+    pub(crate) local: Vec<LocalFunctor>,
     /// Functors run and not yet taken off `Shared::held`.
-    ran: usize,
+    pub(crate) ran: usize,
     /// Swapped with the queue's vector on every take (see `Queue::take`).
-    spare: Vec<Functor>,
+    pub(crate) spare: Vec<Functor>,
     /// A poll has run (and may have consumed a functor wake) since the queue
     /// was last taken: set only between a poll and its functor phase.
-    queue_unseen: bool,
+    pub(crate) queue_unseen: bool,
     /// Completions of jobs spawned from the loop thread, by job number.
-    completions: HashMap<u64, Completion>,
-    next_job: u64,
+    pub(crate) completions: HashMap<u64, crate::pool::JobDone>,
+    pub(crate) next_job: u64,
     /// The source whose I/O callback is running.
-    current_source: Option<SourceId>,
+    pub(crate) current_source: Option<SourceId>,
     /// Another loop polls this one's fd: see `impl AsFd for EventLoop`.
-    nested: std::cell::Cell<bool>,
+    pub(crate) nested: std::cell::Cell<bool>,
     /// For a nested loop: a timerfd, armed for the next thing due, so that
     /// the fd is readable then; and what it is armed for.
-    nest_timer: Option<rustix::fd::OwnedFd>,
-    nest_armed: Option<Instant>,
-    quit: bool,
-    iterations: u64,
-}
-
-enum Slot {
-    Vacant {
-        generation: u32,
-    },
-    Occupied {
-        generation: u32,
-        interest: Interest,
-        entry: Box<dyn AnySource>,
-        /// A change of interest asked for in the source's own callback that
-        /// failed when it was applied: the next `modify_source` returns it.
-        failed: Option<io::Error>,
-    },
-    /// Its callback is running; what the callback asked for meanwhile.
-    Running {
-        generation: u32,
-        /// The interest it is registered with.
-        interest: Interest,
-        removed: bool,
-        reinterest: Option<Interest>,
-    },
+    pub(crate) nest_timer: Option<rustix::fd::OwnedFd>,
+    pub(crate) nest_armed: Option<Instant>,
+    pub(crate) quit: bool,
+    pub(crate) iterations: u64,
 }
 
 impl EventLoop {
@@ -438,45 +381,9 @@ impl Ctx {
         &self.poller
     }
 
-    /// The source whose I/O callback is running, so that a callback can
-    /// [`modify`](Ctx::modify_source) or [`remove`](Ctx::remove_source)
-    /// itself; `None` outside I/O callbacks (in functors and timers).
-    ///
-    /// ```
-    /// use std::io::Write;
-    /// use std::os::unix::net::UnixStream;
-    /// use rouse_loop::{EventLoop, Interest};
-    ///
-    /// let mut lp = EventLoop::new()?;
-    /// let (a, mut b) = UnixStream::pair()?;
-    /// assert_eq!(lp.current_source(), None);
-    /// lp.add_source(a, Interest::READABLE, |_a, _ready, cx| {
-    ///     let me = cx.current_source().unwrap();
-    ///     cx.remove_source(me).unwrap();
-    ///     cx.quit();
-    /// })?;
-    /// b.write_all(b"x")?;
-    /// lp.run()?;
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn current_source(&self) -> Option<SourceId> {
-        self.current_source
-    }
-
-    /// The number of registered I/O sources.
-    pub fn source_count(&self) -> usize {
-        self.sources.len() - self.free.len()
-    }
-
     /// Iterations run so far.
     pub fn iterations(&self) -> u64 {
         self.iterations
-    }
-
-    /// Calls to the waker made on behalf of queued functors (only the first
-    /// functor queued after each drain makes one).
-    pub fn functor_wakes(&self) -> u64 {
-        self.shared.wake_calls.load(Ordering::Relaxed)
     }
 
     /// Makes [`EventLoop::run`] return after this iteration.
@@ -484,307 +391,9 @@ impl Ctx {
         self.quit = true;
     }
 
-    /// Queues `f` for the next functor phase (this one's, if functors are
-    /// running now, is already closed). `f` stays on the loop thread, so it
-    /// need not be `Send`; queuing it costs no lock and no wake.
-    pub fn queue_in_loop(&mut self, f: impl FnOnce(&mut Ctx) + 'static) {
-        self.local.push(Box::new(f));
-        self.shared.held.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Registers `io` for `interest`; `callback` is called on the loop thread
-    /// with `&mut io` each time it is ready (level-triggered).
-    ///
-    /// The loop owns `io` until [`take_source`](Ctx::take_source) hands it
-    /// back or [`remove_source`](Ctx::remove_source) drops it. The callback is
-    /// never called after its source is removed, even if the fd number is
-    /// reused.
-    ///
-    /// # Errors
-    ///
-    /// The poller's: `EBADF`, `AlreadyExists` for an fd already registered,
-    /// `EPERM` for a regular file on epoll.
-    pub fn add_source<T, F>(
-        &mut self,
-        io: T,
-        interest: Interest,
-        callback: F,
-    ) -> io::Result<SourceId>
-    where
-        T: AsFd + 'static,
-        F: FnMut(&mut T, Ready, &mut Ctx) + 'static,
-    {
-        let (slot, generation) = match self.free.pop() {
-            Some(slot) => match self.sources[slot as usize] {
-                Slot::Vacant { generation } => (slot, generation),
-                _ => unreachable!("a free slot is vacant"),
-            },
-            None => {
-                self.sources.push(Slot::Vacant { generation: 0 });
-                ((self.sources.len() - 1) as u32, 0)
-            }
-        };
-        let id = SourceId::new(slot, generation);
-        if let Err(e) = self
-            .poller
-            .register(io.as_fd(), Token(id.0 as usize), interest)
-        {
-            self.free.push(slot);
-            return Err(e);
-        }
-        self.sources[slot as usize] = Slot::Occupied {
-            generation,
-            interest,
-            entry: Box::new(Entry { io, callback }),
-            failed: None,
-        };
-        Ok(id)
-    }
-
-    /// Changes a source's interest.
-    ///
-    /// From the source's own callback, the change is applied when the
-    /// callback returns (its object is borrowed until then): the call checks
-    /// only that the source is there and not being removed. If applying it
-    /// fails, the interest stays as it was
-    /// ([`source_interest`](Ctx::source_interest) tells), and the next
-    /// `modify_source` for the source returns that error, once, and changes
-    /// nothing; call it again to retry.
-    ///
-    /// # Errors
-    ///
-    /// [`io::ErrorKind::NotFound`] for a source that was removed; the
-    /// poller's error if it refuses the change; the error of a change asked
-    /// for in the source's own callback that failed when it was applied.
-    pub fn modify_source(&mut self, id: SourceId, interest: Interest) -> io::Result<()> {
-        match self.sources.get_mut(id.slot()) {
-            Some(Slot::Occupied {
-                generation,
-                interest: current,
-                entry,
-                failed,
-            }) if *generation == id.generation() => {
-                if let Some(e) = failed.take() {
-                    return Err(e);
-                }
-                self.poller
-                    .reregister(entry.fd(), Token(id.0 as usize), interest)?;
-                *current = interest;
-                Ok(())
-            }
-            Some(Slot::Running {
-                generation,
-                removed: false,
-                reinterest,
-                ..
-            }) if *generation == id.generation() => {
-                *reinterest = Some(interest);
-                Ok(())
-            }
-            _ => Err(no_source(id)),
-        }
-    }
-
-    /// The interest a source is registered with now; from its own callback,
-    /// the interest it was called for (a change asked for there is applied
-    /// when the callback returns).
-    ///
-    /// # Errors
-    ///
-    /// [`io::ErrorKind::NotFound`] for a source that was removed.
-    pub fn source_interest(&self, id: SourceId) -> io::Result<Interest> {
-        match self.sources.get(id.slot()) {
-            Some(Slot::Occupied {
-                generation,
-                interest,
-                ..
-            }) if *generation == id.generation() => Ok(*interest),
-            Some(Slot::Running {
-                generation,
-                removed: false,
-                interest,
-                ..
-            }) if *generation == id.generation() => Ok(*interest),
-            _ => Err(no_source(id)),
-        }
-    }
-
-    /// Removes a source and drops its object. A source may remove itself from
-    /// its own callback: it is then dropped when the callback returns.
-    ///
-    /// # Errors
-    ///
-    /// [`io::ErrorKind::NotFound`] for a source that was already removed.
-    pub fn remove_source(&mut self, id: SourceId) -> io::Result<()> {
-        match self.sources.get_mut(id.slot()) {
-            Some(Slot::Running {
-                generation,
-                removed,
-                ..
-            }) if *generation == id.generation() && !*removed => {
-                *removed = true;
-                Ok(())
-            }
-            Some(Slot::Occupied {
-                generation, entry, ..
-            }) if *generation == id.generation() => {
-                // Deregistered first: if that fails (in a forked child, say),
-                // the source stays as it was.
-                self.poller.deregister(entry.fd())?;
-                drop(self.vacate(id.slot()));
-                Ok(())
-            }
-            _ => Err(no_source(id)),
-        }
-    }
-
-    /// Removes a source and hands its object back.
-    ///
-    /// # Errors
-    ///
-    /// [`io::ErrorKind::NotFound`] for a source that was removed;
-    /// [`io::ErrorKind::InvalidInput`] if `T` is not the source's type (the
-    /// source stays registered); [`io::ErrorKind::ResourceBusy`] from the
-    /// source's own callback, whose object is borrowed (use
-    /// [`remove_source`](Ctx::remove_source) there).
-    pub fn take_source<T: AsFd + 'static>(&mut self, id: SourceId) -> io::Result<T> {
-        match self.sources.get(id.slot()) {
-            Some(Slot::Occupied {
-                generation, entry, ..
-            }) if *generation == id.generation() => {
-                if entry.io_type() != TypeId::of::<T>() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!(
-                            "source {id:?} does not hold a {}",
-                            std::any::type_name::<T>()
-                        ),
-                    ));
-                }
-            }
-            Some(Slot::Running {
-                generation,
-                removed: false,
-                ..
-            }) if *generation == id.generation() => {
-                return Err(io::Error::new(
-                    io::ErrorKind::ResourceBusy,
-                    "a source cannot take itself back from its own callback; use remove_source",
-                ));
-            }
-            _ => return Err(no_source(id)),
-        }
-        if let Some(Slot::Occupied { entry, .. }) = self.sources.get(id.slot()) {
-            self.poller.deregister(entry.fd())?;
-        }
-        let entry = self.vacate(id.slot());
-        Ok(*entry
-            .into_io()
-            .downcast::<T>()
-            .expect("the type was checked above"))
-    }
-
-    /// Runs `f` on the loop thread once `delay` has passed. A delay past what
-    /// [`Instant`] can hold means never (the timer can still be cancelled).
-    pub fn run_after(&mut self, delay: Duration, f: impl FnOnce(&mut Ctx) + 'static) -> TimerId {
-        let deadline = self.timers.nanos(Instant::now().checked_add(delay));
-        self.timers.insert(deadline, Task::Once(Box::new(f)))
-    }
-
-    /// Runs `f` on the loop thread at `deadline`, never before.
-    pub fn run_at(&mut self, deadline: Instant, f: impl FnOnce(&mut Ctx) + 'static) -> TimerId {
-        let deadline = self.timers.nanos(Some(deadline));
-        self.timers.insert(deadline, Task::Once(Box::new(f)))
-    }
-
-    /// Runs `f` after `first`, then every `period`. A timer overdue by more
-    /// than a period fires once and is rescheduled a period later, rather
-    /// than catching up in a burst. A time past what [`Instant`] can hold
-    /// means never.
-    ///
-    /// # Errors
-    ///
-    /// [`io::ErrorKind::InvalidInput`] for a zero `period`, which would run
-    /// the timer in every iteration.
-    pub fn run_every(
-        &mut self,
-        first: Duration,
-        period: Duration,
-        f: impl FnMut(&mut Ctx) + 'static,
-    ) -> io::Result<TimerId> {
-        check_period(period)?;
-        let deadline = self.timers.nanos(Instant::now().checked_add(first));
-        let f: EveryFn = Box::new(f);
-        let period = period_nanos(period);
-        Ok(self.timers.insert(deadline, Task::Every { period, f }))
-    }
-
-    /// Cancels a timer, at once: returns whether it was stopped before it ran
-    /// (for a repeating timer, before its next run; one may cancel itself
-    /// from its callback). Works for ids made here and by handles.
-    pub fn cancel(&mut self, id: TimerId) -> bool {
-        self.timers.cancel(id)
-    }
-
-    /// The number of timers that may still run (see
-    /// [`LoopHandle::pending_timers`]).
-    pub fn timer_count(&self) -> usize {
-        self.shared.timers.pending.load(Ordering::Relaxed)
-    }
-
-    /// Functors waiting to run: queued here, taken from other threads, or
-    /// still in the shared queue.
-    pub fn pending_functors(&self) -> usize {
-        self.backlog.len() + self.local.len() + self.shared.queue.len()
-    }
-
-    /// Adds a timer whose id a handle made.
-    pub(crate) fn insert_remote_timer(
-        &mut self,
-        id: TimerId,
-        deadline: Option<Instant>,
-        task: SendTask,
-    ) {
-        let deadline = self.timers.nanos(deadline);
-        let task = match task {
-            Task::Once(f) => Task::Once(f as OnceFn),
-            Task::Every { period, f } => Task::Every {
-                period,
-                f: f as EveryFn,
-            },
-        };
-        self.timers.insert_remote(id, deadline, task);
-    }
-
     /// Whether this is the context of `handle`'s loop.
     pub(crate) fn is_loop_of(&self, handle: &LoopHandle) -> bool {
         Arc::ptr_eq(&self.shared, &handle.shared)
-    }
-
-    /// Keeps a job's completion until its result comes back.
-    pub(crate) fn await_completion(&mut self, done: Completion) -> u64 {
-        self.next_job += 1;
-        self.completions.insert(self.next_job, done);
-        self.next_job
-    }
-
-    /// Runs the completion of job `job` with its result (if the job panicked,
-    /// drops it and resumes the panic here).
-    pub(crate) fn complete(&mut self, job: u64, result: std::thread::Result<Box<dyn Any + Send>>) {
-        let done = self
-            .completions
-            .remove(&job)
-            .expect("each job completes once");
-        if self.completions.is_empty() && self.completions.capacity() > SPARE {
-            self.completions = HashMap::new();
-        }
-        match result {
-            Ok(value) => done(value, self),
-            Err(panic) => {
-                drop(done);
-                resume_unwind(panic);
-            }
-        }
     }
 
     fn take_quit(&mut self) -> bool {
@@ -829,7 +438,7 @@ impl Ctx {
                         error: ev.is_error(),
                         hangup: ev.is_hangup(),
                     };
-                    self.dispatch(SourceId(ev.token().0 as u64), ready);
+                    self.dispatch(SourceId::from_token(ev.token()), ready);
                 }
             }
         });
@@ -903,185 +512,6 @@ impl Ctx {
         }
         self.nest_armed = None;
     }
-
-    fn dispatch(&mut self, id: SourceId, ready: Ready) {
-        let slot = id.slot();
-        let (generation, interest) = match self.sources.get(slot) {
-            Some(Slot::Occupied {
-                generation,
-                interest,
-                ..
-            }) if *generation == id.generation() => (*generation, *interest),
-            // Removed earlier in this iteration: never called again.
-            _ => return,
-        };
-        let running = Slot::Running {
-            generation,
-            interest,
-            removed: false,
-            reinterest: None,
-        };
-        let Slot::Occupied {
-            mut entry, failed, ..
-        } = std::mem::replace(&mut self.sources[slot], running)
-        else {
-            unreachable!("checked above")
-        };
-        self.current_source = Some(id);
-        let outcome = catch_unwind(AssertUnwindSafe(|| entry.dispatch(ready, self)));
-        self.current_source = None;
-        // Put the source back (or drop it), whether or not the callback panicked.
-        let Slot::Running {
-            generation,
-            removed,
-            reinterest,
-            ..
-        } = std::mem::replace(&mut self.sources[slot], Slot::Vacant { generation: 0 })
-        else {
-            unreachable!("only dispatch changes a running slot's kind")
-        };
-        let token = Token(id.0 as usize);
-        if removed {
-            self.sources[slot] = Slot::Vacant {
-                generation: generation.wrapping_add(1),
-            };
-            self.free.push(slot as u32);
-            // The fd is still open (the entry owns it), so this cannot be EBADF.
-            let _ = self.poller.deregister(entry.fd());
-        } else {
-            let mut interest = interest;
-            let mut failed = failed;
-            if let Some(new) = reinterest {
-                match self.poller.reregister(entry.fd(), token, new) {
-                    Ok(()) => interest = new,
-                    Err(e) => failed = Some(deferred_failure(id, new, e)),
-                }
-            }
-            self.sources[slot] = Slot::Occupied {
-                generation,
-                interest,
-                entry,
-                failed,
-            };
-        }
-        if let Err(payload) = outcome {
-            resume_unwind(payload);
-        }
-    }
-
-    fn run_functors(&mut self) {
-        // Always: this iteration's poll may have consumed the wake of what
-        // is queued, so it must not wait behind a long backlog.
-        self.take_queue();
-        for _ in 0..FUNCTOR_BATCH {
-            let Some(f) = self.backlog.pop_front() else {
-                break;
-            };
-            // Counted before it runs: a panic in it leaves the count to the
-            // next phase, and `held` overcounts meanwhile, never under.
-            self.ran += 1;
-            f(self);
-        }
-        self.shared
-            .held
-            .fetch_sub(std::mem::take(&mut self.ran), Ordering::Relaxed);
-        // A drained burst gives its memory back.
-        if self.backlog.is_empty() && self.backlog.capacity() > SPARE {
-            self.backlog.shrink_to(SPARE);
-        }
-    }
-
-    /// Moves everything queued, from other threads and then from this one,
-    /// to the end of the backlog.
-    fn take_queue(&mut self) {
-        self.queue_unseen = false;
-        // Functors run before a panic ended the last phase.
-        if self.ran > 0 {
-            self.shared
-                .held
-                .fetch_sub(std::mem::take(&mut self.ran), Ordering::Relaxed);
-        }
-        self.shared.queue.take(&mut self.spare, &self.shared.held);
-        let taken = self.spare.len();
-        self.backlog
-            .extend(self.spare.drain(..).map(|f| f as LocalFunctor));
-        self.backlog.extend(self.local.drain(..));
-        if self.local.capacity() > SPARE {
-            self.local.shrink_to(SPARE);
-        }
-        // The vector swapped out of the queue keeps its room for the next
-        // burst, unless this take was small: then at most `SPARE` is kept,
-        // and the queue's own vector is trimmed at the next take.
-        if self.spare.capacity() > SPARE && taken < SPARE / 4 {
-            self.spare = Vec::with_capacity(SPARE);
-        }
-    }
-
-    fn run_timers(&mut self) {
-        if self.shared.timers.pending.load(Ordering::Relaxed) == 0 {
-            self.timers.shrink();
-            return;
-        }
-        let now = Instant::now();
-        // Only timers due now: one added by a timer callback waits for the
-        // next iteration even if it is due already. Each is started (which
-        // a cancel that came first prevents) only when its turn comes.
-        let mut due = std::mem::take(&mut self.due);
-        while let Some(t) = self.timers.pop_due(now) {
-            due.push(t);
-        }
-        let mut batch = due.drain(..);
-        while let Some((id, deadline, task)) = batch.next() {
-            if !self.timers.start(id) {
-                continue; // cancelled since it was taken
-            }
-            let outcome = match task {
-                Task::Once(f) => {
-                    self.timers.finish(id);
-                    catch_unwind(AssertUnwindSafe(|| f(self)))
-                }
-                Task::Every { period, mut f } => {
-                    let outcome = catch_unwind(AssertUnwindSafe(|| f(self)));
-                    let now = self.timers.nanos(Some(Instant::now()));
-                    let next = next_period(deadline, period, now);
-                    self.timers.reschedule(id, next, Task::Every { period, f });
-                    outcome
-                }
-            };
-            if let Err(payload) = outcome {
-                // The rest stay scheduled, as they were.
-                for (id, deadline, task) in batch {
-                    self.timers.put_back(id, deadline, task);
-                }
-                self.due = due;
-                resume_unwind(payload);
-            }
-        }
-        drop(batch);
-        // A burst of due timers gives its room back, as a functor burst does.
-        if due.capacity() > SPARE {
-            due.shrink_to(SPARE);
-        }
-        self.due = due;
-        self.timers.shrink();
-    }
-
-    fn vacate(&mut self, slot: usize) -> Box<dyn AnySource> {
-        let generation = match self.sources[slot] {
-            Slot::Occupied { generation, .. } => generation,
-            _ => unreachable!("vacate is called on occupied slots"),
-        };
-        self.free.push(slot as u32);
-        match std::mem::replace(
-            &mut self.sources[slot],
-            Slot::Vacant {
-                generation: generation.wrapping_add(1),
-            },
-        ) {
-            Slot::Occupied { entry, .. } => entry,
-            _ => unreachable!(),
-        }
-    }
 }
 
 impl fmt::Debug for Ctx {
@@ -1094,60 +524,6 @@ impl fmt::Debug for Ctx {
             .field("queued", &self.shared.queue.len())
             .field("iterations", &self.iterations)
             .finish_non_exhaustive()
-    }
-}
-
-/// The error of a change of interest that a source's callback asked for and
-/// that failed when the callback returned.
-fn deferred_failure(id: SourceId, interest: Interest, e: io::Error) -> io::Error {
-    io::Error::new(
-        e.kind(),
-        format!(
-            "the change of {id:?} to {interest:?}, asked for in its own callback, \
-             failed when the callback returned (the interest stays as it was): {e}"
-        ),
-    )
-}
-
-fn no_source(id: SourceId) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("{id:?} is not registered with this loop"),
-    )
-}
-
-/// A source with its type erased.
-trait AnySource {
-    fn fd(&self) -> BorrowedFd<'_>;
-    fn dispatch(&mut self, ready: Ready, cx: &mut Ctx);
-    fn io_type(&self) -> TypeId;
-    fn into_io(self: Box<Self>) -> Box<dyn Any>;
-}
-
-struct Entry<T, F> {
-    io: T,
-    callback: F,
-}
-
-impl<T, F> AnySource for Entry<T, F>
-where
-    T: AsFd + 'static,
-    F: FnMut(&mut T, Ready, &mut Ctx) + 'static,
-{
-    fn fd(&self) -> BorrowedFd<'_> {
-        self.io.as_fd()
-    }
-
-    fn dispatch(&mut self, ready: Ready, cx: &mut Ctx) {
-        (self.callback)(&mut self.io, ready, cx);
-    }
-
-    fn io_type(&self) -> TypeId {
-        TypeId::of::<T>()
-    }
-
-    fn into_io(self: Box<Self>) -> Box<dyn Any> {
-        Box::new(self.io)
     }
 }
 

@@ -85,18 +85,21 @@ compile_error!(
 
 mod error;
 mod event_loop;
+mod functors;
 mod group;
 mod handle;
 mod pool;
 mod queue;
+mod sources;
 mod timer;
 
 pub use error::Error;
-pub use event_loop::{Ctx, EventLoop, Ready, SourceId};
+pub use event_loop::{Ctx, EventLoop};
 pub use group::{LoopGroup, LoopGroupBuilder};
 pub use handle::LoopHandle;
 pub use pool::WorkerPool;
 pub use rouse_poll::{Backend, Forked, Interest, Poller, Stats};
+pub use sources::{Ready, SourceId};
 pub use timer::TimerId;
 
 /// The examples of this crate's README, run as doc-tests so that they stay

@@ -1,12 +1,13 @@
 //! Blocking work on worker threads, completed back on the loop thread.
 
 use std::any::Any;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
+use crate::event_loop::SPARE;
 use crate::{Ctx, Error, LoopHandle};
 
 /// A job, given the pool's handle to deliver its completion with.
@@ -250,5 +251,36 @@ impl fmt::Debug for WorkerPool {
         f.debug_struct("WorkerPool")
             .field("threads", &self.threads.len())
             .finish()
+    }
+}
+
+/// A job's completion waiting on the loop thread for its result.
+pub(crate) type JobDone = Box<dyn FnOnce(Box<dyn Any + Send>, &mut Ctx)>;
+
+impl Ctx {
+    /// Keeps a job's completion until its result comes back.
+    pub(crate) fn await_completion(&mut self, done: JobDone) -> u64 {
+        self.next_job += 1;
+        self.completions.insert(self.next_job, done);
+        self.next_job
+    }
+
+    /// Runs the completion of job `job` with its result (if the job panicked,
+    /// drops it and resumes the panic here).
+    pub(crate) fn complete(&mut self, job: u64, result: std::thread::Result<Box<dyn Any + Send>>) {
+        let done = self
+            .completions
+            .remove(&job)
+            .expect("each job completes once");
+        if self.completions.is_empty() && self.completions.capacity() > SPARE {
+            self.completions = HashMap::new();
+        }
+        match result {
+            Ok(value) => done(value, self),
+            Err(panic) => {
+                drop(done);
+                resume_unwind(panic);
+            }
+        }
     }
 }

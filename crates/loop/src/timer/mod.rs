@@ -29,6 +29,7 @@
 //! a handle are numbered apart (the top bit of the id's slot), so that the
 //! loop's own path takes no lock.
 
+mod ctx;
 pub(crate) mod state;
 
 use crate::sync::atomic::{AtomicU32, Ordering::Relaxed, Ordering::Release};
