@@ -174,6 +174,8 @@ pub struct Ctx {
     /// the fd is readable then; and what it is armed for.
     pub(crate) nest_timer: Option<rustix::fd::OwnedFd>,
     pub(crate) nest_armed: Option<Instant>,
+    /// Operations in flight, and their callbacks.
+    pub(crate) ops: crate::ops::Ops,
     pub(crate) quit: bool,
     pub(crate) iterations: u64,
 }
@@ -226,6 +228,7 @@ impl EventLoop {
                 nested: std::cell::Cell::new(false),
                 nest_timer: None,
                 nest_armed: None,
+                ops: Default::default(),
                 quit: false,
                 iterations: 0,
             },
@@ -415,7 +418,11 @@ impl Ctx {
         // Memory of timers cancelled from other threads (one load if none).
         self.timers.reap();
         let mut wait = timeout;
-        if !self.backlog.is_empty() || !self.local.is_empty() || self.quit {
+        if !self.backlog.is_empty()
+            || !self.local.is_empty()
+            || self.quit
+            || self.completions_waiting()
+        {
             wait = Some(Duration::ZERO);
         } else if let Some(deadline) = self.timers.next_deadline() {
             let until = deadline.saturating_duration_since(Instant::now());
@@ -428,8 +435,11 @@ impl Ctx {
         let polled = self.poller.poll(&mut events, wait);
         self.queue_unseen = true;
         let result = polled.map(|_| {
+            let mut completions = false;
             for ev in &events {
-                if ev.token() == NEST_TIMER {
+                if ev.is_completions() {
+                    completions = true;
+                } else if ev.token() == NEST_TIMER {
                     self.expire_nest_timer();
                 } else if ev.token() != WAKE {
                     let ready = Ready {
@@ -441,9 +451,17 @@ impl Ctx {
                     self.dispatch(SourceId::from_token(ev.token()), ready);
                 }
             }
+            completions
         });
+        let completions = match &result {
+            Ok(c) => *c,
+            Err(_) => false,
+        };
         self.events = Some(events);
         result?;
+        if completions || self.completions_waiting() {
+            self.run_completions();
+        }
         self.run_functors();
         self.run_timers();
         if self.nested.get() {
