@@ -149,10 +149,25 @@ fn ci(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
         "cargo run --locked -p rouse-loop --example echo -- 64 5000"
     )
     .run()?;
+    cmd!(
+        sh,
+        "cargo run --locked -p rouse-loop --example echo -- --completions 64 5000"
+    )
+    .run()?;
+    cmd!(
+        sh,
+        "cargo run --locked -p rouse-loop --example read_file -- 8 5000 64"
+    )
+    .run()?;
     for mode in ["handoff", "reuseport"] {
         cmd!(
             sh,
             "cargo run --locked -p rouse-loop --example echo_group -- {mode} 2 200 5000"
+        )
+        .run()?;
+        cmd!(
+            sh,
+            "cargo run --locked -p rouse-loop --example echo_group -- --completions {mode} 2 200 5000"
         )
         .run()?;
     }
@@ -203,6 +218,8 @@ fn bad_arguments(sh: &Shell) -> anyhow::Result<()> {
         ("rouse-loop", "echo_group", &["sideways"]),
         ("rouse-loop", "memory", &["x"]),
         ("rouse-loop", "memory", &["0", "0"]),
+        ("rouse-loop", "read_file", &["0"]),
+        ("rouse-loop", "read_file", &["--direct", "8", "x"]),
         ("rouse-poll", "wake_round_trip", &["0"]),
         ("rouse-poll", "wake_round_trip", &["x"]),
         ("rouse-poll", "wake_round_trip", &["10", "three"]),

@@ -23,12 +23,23 @@ use std::net::TcpListener;
 use common::{echo_server, load::Client};
 use rouse_loop::EventLoop;
 
-const USAGE: &str = "usage: echo [CONNECTIONS [MESSAGES]] | echo --listen ADDR
-  CONNECTIONS  connections of the built-in load, at least 1 (default 64)
-  MESSAGES     messages echoed in all, at least 1 (default 200,000)";
+const USAGE: &str =
+    "usage: echo [--completions] [CONNECTIONS [MESSAGES]] | echo [--completions] --listen ADDR
+  --completions  the server written with operations (completions) instead of
+                 readiness callbacks
+  CONNECTIONS    connections of the built-in load, at least 1 (default 64)
+  MESSAGES       messages echoed in all, at least 1 (default 200,000)";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = common::args::Args::parse(USAGE, 2);
+    let (args, flags) = common::args::Args::parse_with_flags(USAGE, 2, &["--completions"]);
+    let completions = flags[0];
+    let serve = move |lp: &mut EventLoop, listener: TcpListener| -> std::io::Result<()> {
+        if completions {
+            echo_server::serve_ops(lp, listener).map(drop)
+        } else {
+            echo_server::serve(lp, listener).map(drop)
+        }
+    };
     if let [flag, addr] = args.all() {
         if flag == "--listen" {
             let mut lp = EventLoop::new()?;
@@ -37,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Err(e) => args.fail(&format!("cannot listen on {addr:?}: {e}")),
             };
             println!("echo: serving on {}", listener.local_addr()?);
-            echo_server::serve(&mut lp, listener)?;
+            serve(&mut lp, listener)?;
             lp.run()?;
             return Ok(());
         }
@@ -52,7 +63,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = std::thread::spawn(move || -> std::io::Result<()> {
         pin(0);
         let mut lp = EventLoop::new()?;
-        echo_server::serve(&mut lp, listener)?;
+        serve(&mut lp, listener)?;
         tx.send(lp.handle()).expect("main is waiting");
         lp.run()?;
         let stats = lp.poller().stats();
@@ -70,7 +81,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     handle.quit()?;
     server.join().expect("the server panicked")?;
     println!(
-        "echo, one loop: {connections} connections × {size}-byte messages: {messages} echoed in {took:.2?}, {:.0} messages/s",
+        "echo, one loop ({}): {connections} connections × {size}-byte messages: {messages} echoed in {took:.2?}, {:.0} messages/s",
+        if completions {
+            "completions"
+        } else {
+            "readiness"
+        },
         messages as f64 / took.as_secs_f64()
     );
     Ok(())

@@ -26,13 +26,17 @@ use std::sync::atomic::Ordering;
 use common::{echo_server, load::Client};
 use rouse_loop::LoopGroup;
 
-const USAGE: &str = "usage: echo_group [handoff|reuseport] [LOOPS] [CONNECTIONS] [MESSAGES]
+const USAGE: &str =
+    "usage: echo_group [--completions] [handoff|reuseport] [LOOPS] [CONNECTIONS] [MESSAGES]
+  --completions  the server written with operations (completions) instead of
+                 readiness callbacks
   LOOPS        loops in the group, at least 1 (default 2)
   CONNECTIONS  connections of the built-in load, at least 1 (default 1,000)
   MESSAGES     messages echoed in all, at least 1 (default 200,000)";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = common::args::Args::parse(USAGE, 4);
+    let (args, flags) = common::args::Args::parse_with_flags(USAGE, 4, &["--completions"]);
+    let completions = flags[0];
     let handoff = args.choice(0, "the design", &["handoff", "reuseport"]) == "handoff";
     let loops = args.number(1, "LOOPS", 1, 2) as usize;
     let connections = args.number(2, "CONNECTIONS", 1, 1000) as usize;
@@ -41,7 +45,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let group = LoopGroup::builder(loops).name("echo").pin_each().build()?;
     let addr: SocketAddr = "127.0.0.1:0".parse()?;
-    let (addr, accepted) = echo_server::serve_group(&group, addr, handoff)?;
+    let (addr, accepted) = match (completions, handoff) {
+        (true, true) => echo_server::serve_handoff_ops_group(&group, addr)?,
+        (true, false) => echo_server::serve_group_ops(&group, addr)?,
+        (false, _) => echo_server::serve_group(&group, addr, handoff)?,
+    };
 
     let mut client = Client::connect(addr, connections, 1, Vec::new())?;
     client.run(connections as u64, size)?; // every connection accepted and warm
@@ -66,9 +74,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         outcome?;
     }
     println!(
-        "echo on {loops} loops ({}): {connections} connections × {size}-byte messages: \
+        "echo on {loops} loops ({}, {}): {connections} connections × {size}-byte messages: \
          {messages} echoed in {took:.2?}, {:.0} messages/s",
         if handoff { "handoff" } else { "reuseport" },
+        if completions {
+            "completions"
+        } else {
+            "readiness"
+        },
         messages as f64 / took.as_secs_f64()
     );
     let listeners = if handoff { vec![1] } else { vec![1; loops] };

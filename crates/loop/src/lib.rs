@@ -35,8 +35,11 @@
 //! to the loop, with its throughput and wake counts), `worker_pool`
 //! (blocking jobs whose completions coalesce into few wakes), `echo` (a TCP
 //! echo server with a built-in load), `echo_group` (the same server on a
-//! group of loops, by handoff or `SO_REUSEPORT`), and `memory` (what queued
-//! functors and pending timers cost, and what comes back), each run with
+//! group of loops, by handoff or `SO_REUSEPORT`; both take `--completions`
+//! for the server written with operations), `read_file` (random file reads
+//! on the loop: the kernel's on io_uring, a pool's on epoll, beside a
+//! `WorkerPool`), and `memory` (what queued functors and pending timers
+//! cost, and what comes back), each run with
 //! `cargo run --release -p rouse-loop --example NAME`; each prints its
 //! arguments with `--help`.
 //!

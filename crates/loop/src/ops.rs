@@ -125,6 +125,34 @@ impl Ctx {
         self.start_op(op, Then::Buf(Box::new(done)))
     }
 
+    /// Reads from `file` at `offset` into `buf[at..at + len]`, a part of
+    /// the buffer's length (its initialized bytes) the caller chooses, then
+    /// calls `done` with the number of bytes read and the buffer (its length
+    /// unchanged). For `O_DIRECT`, whose reads need an aligned address and
+    /// length: see the `read_file` example.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_at`](Ctx::read_at), and [`io::ErrorKind::InvalidInput`] if
+    /// the range is outside `buf.len()`.
+    pub fn read_into(
+        &mut self,
+        file: &SharedFd,
+        offset: u64,
+        buf: Vec<u8>,
+        (at, len): (usize, usize),
+        done: impl FnOnce(io::Result<usize>, Vec<u8>, &mut Ctx) + 'static,
+    ) -> io::Result<OpId> {
+        let op = Op::ReadInto {
+            fd: file.clone(),
+            offset,
+            buf,
+            at,
+            len,
+        };
+        self.start_op(op, Then::Buf(Box::new(done)))
+    }
+
     /// Writes all of `buf` to `file` at `offset` (a write that writes less
     /// is followed by another, for the rest), then calls `done` with the
     /// number of bytes written, `buf.len()`, and the buffer emptied, its

@@ -1,14 +1,15 @@
-//! Memory comes back: what timers and functors leave on the heap once they
-//! have fired, been cancelled or run, and the loop has been idle for two
-//! iterations. Counted exactly, by a wrapping allocator, so this binary has
-//! one test: nothing else allocates while it measures.
+//! Memory comes back: what timers leave on the heap once they have fired or
+//! been cancelled and the loop has been idle for two iterations; and what
+//! loops dropped with operations in flight leave (nothing: no byte, no
+//! descriptor, no thread). Counted exactly, by a wrapping allocator, so
+//! this binary has one test: nothing else allocates while it measures.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rouse_loop::EventLoop;
+use rouse_loop::{Backend, EventLoop, Poller, SharedFd};
 
 struct Counting;
 
@@ -113,4 +114,78 @@ fn fired_cancelled_and_handle_made_timers_give_their_memory_back() {
     drop(ids);
     idle(&mut lp, 2);
     check("a million timers cancelled", before, TIMERS);
+    drop(lp);
+
+    loops_dropped_with_operations_in_flight_leave_nothing();
+}
+
+fn descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+/// Thousands of loops, each dropped with operations in flight, some of
+/// them completing as it goes.
+fn loops_dropped_with_operations_in_flight_leave_nothing() {
+    use std::io::Write;
+    let path = std::env::temp_dir().join(format!("rouse-memory-{}", std::process::id()));
+    std::fs::write(&path, vec![3u8; 8192]).unwrap();
+    let file = SharedFd::new(std::fs::File::open(&path).unwrap());
+    std::fs::remove_file(&path).unwrap();
+    let backends: Vec<Backend> = [Backend::Epoll, Backend::IoUring]
+        .into_iter()
+        .filter(|b| Poller::with_backend(*b).is_ok())
+        .collect();
+    let round = |i: usize| {
+        let mut lp =
+            EventLoop::with_poller(Poller::with_backend(backends[i % backends.len()]).unwrap())
+                .unwrap();
+        let mut peers = Vec::new();
+        for k in 0..3 {
+            let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+            let a = SharedFd::new(a);
+            if k == 0 {
+                lp.recv_multi(&a, |_, _| {}).unwrap();
+            } else {
+                lp.recv(&a, Vec::with_capacity(512), |_, _, _| {}).unwrap();
+            }
+            peers.push(b);
+        }
+        for k in 0..3 {
+            lp.read_at(&file, k * 1024, Vec::with_capacity(2048), |_, _, _| {})
+                .unwrap();
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        lp.accept(&SharedFd::new(listener), |_, _| {}).unwrap();
+        if i.is_multiple_of(2) {
+            lp.run_once(Some(Duration::ZERO)).unwrap();
+        }
+        let writer = std::thread::spawn(move || {
+            for p in &mut peers {
+                let _ = p.write_all(&[9; 100]);
+            }
+            peers
+        });
+        drop(lp);
+        drop(writer.join().unwrap());
+    };
+    for i in 0..4 {
+        round(i);
+    }
+    let (heap, fds, tasks) = (live(), descriptors(), threads());
+    const LOOPS: usize = 2000;
+    for i in 0..LOOPS {
+        round(i);
+    }
+    let kept = live() - heap;
+    println!("{LOOPS} loops dropped with operations in flight: {kept} bytes kept");
+    assert_eq!(descriptors(), fds, "descriptors left open");
+    assert_eq!(threads(), tasks, "threads left behind");
+    assert!(
+        kept.abs() < 4096,
+        "{kept} bytes of heap kept by {LOOPS} loops dropped with operations in flight"
+    );
 }

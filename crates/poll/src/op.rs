@@ -144,6 +144,22 @@ pub enum Op {
         /// Read into `buf[buf.len()..buf.capacity()]`.
         buf: Vec<u8>,
     },
+    /// `pread(2)` of `len` bytes into `buf[at..at + len]`, which must be
+    /// within the buffer's length (its initialized part); the buffer's
+    /// length does not change. For reads into a part of a buffer chosen by
+    /// the caller: one aligned for `O_DIRECT`, or a buffer reused in place.
+    ReadInto {
+        /// The file.
+        fd: SharedFd,
+        /// Where in the file.
+        offset: u64,
+        /// Read into `buf[at..at + len]`.
+        buf: Vec<u8>,
+        /// Where in `buf`.
+        at: usize,
+        /// How much, at most.
+        len: usize,
+    },
     /// `pwrite(2)` of the whole buffer; the result is how much was written,
     /// which may be less (write the rest with another `WriteAt`).
     WriteAt {
@@ -217,6 +233,7 @@ impl Op {
     pub fn name(&self) -> &'static str {
         match self {
             Op::ReadAt { .. } => "read_at",
+            Op::ReadInto { .. } => "read_into",
             Op::WriteAt { .. } => "write_at",
             Op::Fsync { .. } => "fsync",
             Op::Accept { .. } => "accept",
@@ -234,7 +251,7 @@ impl Op {
     pub(crate) fn is_file_op(&self) -> bool {
         matches!(
             self,
-            Op::ReadAt { .. } | Op::WriteAt { .. } | Op::Fsync { .. }
+            Op::ReadAt { .. } | Op::ReadInto { .. } | Op::WriteAt { .. } | Op::Fsync { .. }
         )
     }
 
@@ -242,6 +259,7 @@ impl Op {
     pub(crate) fn shared_fd(&self) -> Option<&SharedFd> {
         match self {
             Op::ReadAt { fd, .. }
+            | Op::ReadInto { fd, .. }
             | Op::WriteAt { fd, .. }
             | Op::Fsync { fd }
             | Op::Accept { fd }
@@ -258,6 +276,7 @@ impl Op {
     pub(crate) fn into_buf(self) -> Option<Vec<u8>> {
         match self {
             Op::ReadAt { buf, .. }
+            | Op::ReadInto { buf, .. }
             | Op::WriteAt { buf, .. }
             | Op::Recv { buf, .. }
             | Op::Send { buf, .. } => Some(buf),

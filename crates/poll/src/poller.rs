@@ -731,6 +731,8 @@ impl Poller {
     ///   poller, or (io_uring) operations are in flight on the ring of the
     ///   thread that polled it until now;
     /// * [`Forked`] in a child process;
+    /// * [`io::ErrorKind::InvalidInput`] for an [`Op::ReadInto`] whose range
+    ///   is outside its buffer's length;
     /// * the OS error of the submission (io_uring), or of setting up what
     ///   the operation needs: a provided-buffer ring for a multishot receive
     ///   on io_uring, a thread for a file operation on epoll, `O_NONBLOCK`
@@ -771,6 +773,17 @@ impl Poller {
     /// ```
     pub fn submit(&self, op: Op) -> io::Result<OpId> {
         self.check_fork()?;
+        if let Op::ReadInto { buf, at, len, .. } = &op {
+            if at.checked_add(*len).is_none_or(|end| end > buf.len()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "read_into: {at}..{at}+{len} is outside the buffer's {} initialized bytes",
+                        buf.len()
+                    ),
+                ));
+            }
+        }
         let mut polling = self.lock_for_ops()?;
         let polling = &mut *polling;
         let id = polling.ops.insert(op);

@@ -36,6 +36,7 @@ const SOCKETS: usize = 3;
 enum Step {
     WriteAt { offset: u64, len: usize, byte: u8 },
     ReadAt { offset: u64, cap: usize },
+    ReadInto { offset: u64, at: usize, len: usize },
     Fsync,
     Recv { sock: usize, cap: usize },
     Send { sock: usize, len: usize, byte: u8 },
@@ -50,6 +51,7 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         2 => (0..200u64, 1..64usize, any::<u8>()).prop_map(|(offset, len, byte)| Step::WriteAt { offset, len, byte }),
         2 => (0..260u64, 0..80usize).prop_map(|(offset, cap)| Step::ReadAt { offset, cap }),
+        1 => (0..260u64, 0..40usize, 0..40usize).prop_map(|(offset, at, len)| Step::ReadInto { offset, at, len }),
         1 => Just(Step::Fsync),
         3 => (sock.clone(), 1..40usize).prop_map(|(sock, cap)| Step::Recv { sock, cap }),
         2 => (sock.clone(), 1..40usize, any::<u8>()).prop_map(|(sock, len, byte)| Step::Send { sock, len, byte }),
@@ -122,7 +124,7 @@ impl World {
     fn submit(&mut self, op: Op) {
         let file_op = matches!(
             op,
-            Op::ReadAt { .. } | Op::WriteAt { .. } | Op::Fsync { .. }
+            Op::ReadAt { .. } | Op::ReadInto { .. } | Op::WriteAt { .. } | Op::Fsync { .. }
         );
         let id = self.poller.submit(op).unwrap();
         let n = self.next;
@@ -154,6 +156,13 @@ impl World {
                 fd: self.file.clone(),
                 offset,
                 buf: Vec::with_capacity(cap),
+            }),
+            Step::ReadInto { offset, at, len } => self.submit(Op::ReadInto {
+                fd: self.file.clone(),
+                offset,
+                buf: vec![0xee; 80],
+                at,
+                len,
             }),
             Step::Fsync => self.submit(Op::Fsync {
                 fd: self.file.clone(),
@@ -274,10 +283,22 @@ fn run(program: &[Step]) {
     }
     let (first, rest) = results.split_first().unwrap();
     for other in rest {
-        assert_eq!(
-            first.1, other.1,
-            "{} and {} disagree on {program:?}",
-            first.0, other.0
+        if first.1 == other.1 {
+            continue;
+        }
+        // Say where, before the whole of it.
+        let (a, b) = (&first.1, &other.1);
+        let ops: Vec<_> =
+            a.0.iter()
+                .filter(|(n, o)| b.0.get(n) != Some(o))
+                .map(|(n, o)| format!("op {n}: {o:?} against {:?}", b.0.get(n)))
+                .collect();
+        panic!(
+            "{} and {} disagree on {program:?}: {ops:?}; file the same: {}; peers the same: {}",
+            first.0,
+            other.0,
+            a.1 == b.1,
+            a.2 == b.2
         );
     }
 }

@@ -12,7 +12,25 @@ impl Args {
     /// Reads the arguments; `--help` or `-h` prints `usage` and exits 0,
     /// and more than `max` arguments is an error.
     pub(crate) fn parse(usage: &'static str, max: usize) -> Args {
-        let args: Vec<String> = std::env::args().skip(1).collect();
+        Args::parse_with_flags(usage, max, &[]).0
+    }
+
+    /// As [`parse`](Args::parse), taking out the `flags` given (anywhere
+    /// among the arguments) and saying which were.
+    pub(crate) fn parse_with_flags(
+        usage: &'static str,
+        max: usize,
+        flags: &[&str],
+    ) -> (Args, Vec<bool>) {
+        let mut args: Vec<String> = std::env::args().skip(1).collect();
+        let given: Vec<bool> = flags
+            .iter()
+            .map(|f| {
+                let had = args.iter().any(|a| a == f);
+                args.retain(|a| a != f);
+                had
+            })
+            .collect();
         if args.iter().any(|a| a == "--help" || a == "-h") {
             println!("{usage}");
             std::process::exit(0);
@@ -21,7 +39,7 @@ impl Args {
         if me.args.len() > max {
             me.fail(&format!("at most {max} arguments, got {}", me.args.len()));
         }
-        me
+        (me, given)
     }
 
     /// The arguments as given.

@@ -1,6 +1,7 @@
 //! The echo server the `echo` and `echo_group` examples run, and the
 //! benchmarks load: on one loop, or on a group of loops with connections
-//! handed off by an acceptor or accepted by each loop for itself.
+//! handed off by an acceptor or accepted by each loop for itself; written
+//! with readiness callbacks, or with operations (`serve_ops`).
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
@@ -9,7 +10,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rouse_loop::{Ctx, Interest, LoopGroup, LoopHandle, Ready, SourceId};
+use rouse_loop::{Ctx, Interest, LoopGroup, LoopHandle, OpId, Ready, SharedFd, SourceId};
 
 /// Pending output above which a connection stops reading until its peer
 /// catches up.
@@ -272,4 +273,125 @@ fn flush(conn: &mut Conn) -> io::Result<bool> {
     let written = write_some(&mut conn.stream, &conn.pending)?;
     conn.pending.drain(..written);
     Ok(conn.pending.is_empty())
+}
+
+/// Registers `listener` on `cx` as an echo server written with operations
+/// (completions) only: a multishot accept; per connection, a receive into a
+/// buffer of its own, then a send of what came, then the next receive with
+/// the same buffer. On io_uring the kernel does every step, and everything
+/// an iteration queues goes to the kernel in the one `io_uring_enter` that
+/// also waits; on epoll the loop performs the same steps on readiness.
+pub(crate) fn serve_ops(cx: &mut Ctx, listener: TcpListener) -> io::Result<OpId> {
+    serve_ops_counting(cx, listener, Arc::new(AtomicU64::new(0)))
+}
+
+/// [`serve_ops`], counting the connections accepted in `accepted`.
+pub(crate) fn serve_ops_counting(
+    cx: &mut Ctx,
+    listener: TcpListener,
+    accepted: Arc<AtomicU64>,
+) -> io::Result<OpId> {
+    let listener = SharedFd::new(listener);
+    cx.accept(&listener, move |conn, cx| match conn {
+        Ok(conn) => {
+            accepted.fetch_add(1, Ordering::Relaxed);
+            let stream = TcpStream::from(conn);
+            let _ = stream.set_nodelay(true);
+            let sock = SharedFd::new(stream);
+            if let Err(e) = recv_then_echo(cx, sock, Vec::with_capacity(READ)) {
+                eprintln!("echo: dropping a connection: {e}");
+            }
+        }
+        // ECANCELED when the server stops; EMFILE and the like end it too.
+        Err(e) if e.raw_os_error() == Some(125) => {}
+        Err(e) => eprintln!("echo: accept: {e}"),
+    })
+}
+
+/// Receives into `buf`; sends back what came; then receives again.
+fn recv_then_echo(cx: &mut Ctx, sock: SharedFd, mut buf: Vec<u8>) -> io::Result<()> {
+    buf.clear();
+    let s = sock.clone();
+    cx.recv(&sock, buf, move |n, buf, cx| match n {
+        Ok(n) if n > 0 => {
+            let again = s.clone();
+            let sent = cx.send(&s, buf, move |r, buf, cx| {
+                if r.is_ok() {
+                    let _ = recv_then_echo(cx, again, buf);
+                }
+            });
+            if let Err(e) = sent {
+                eprintln!("echo: send: {e}");
+            }
+        }
+        // End of file or an error: the connection is done; dropping the
+        // last `SharedFd` closes it.
+        _ => {}
+    })?;
+    Ok(())
+}
+
+/// [`serve_group`], with [`serve_ops`] on every loop (each with its own
+/// `SO_REUSEPORT` listener).
+pub(crate) fn serve_group_ops(
+    group: &LoopGroup,
+    addr: SocketAddr,
+) -> io::Result<(SocketAddr, Arc<AtomicU64>)> {
+    let first = reuseport_listener(addr)?;
+    let addr = first.local_addr()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut listeners = vec![first];
+    for _ in 1..group.len() {
+        listeners.push(reuseport_listener(addr)?);
+    }
+    let accepted = Arc::new(AtomicU64::new(0));
+    for (h, listener) in group.handles().iter().zip(listeners) {
+        let (tx, accepted) = (tx.clone(), Arc::clone(&accepted));
+        h.queue_in_loop(move |cx| {
+            let _ = tx.send(serve_ops_counting(cx, listener, accepted).map(drop));
+        })
+        .map_err(io::Error::from)?;
+    }
+    for _ in 0..group.len() {
+        rx.recv().map_err(io::Error::other)??;
+    }
+    Ok((addr, accepted))
+}
+
+/// Serves `addr` on `group` with operations, by handoff: loop 0 accepts
+/// (a multishot accept) and hands each connection to the next loop,
+/// round-robin, where it is echoed with operations. Returns the address
+/// and the count of handoffs.
+pub(crate) fn serve_handoff_ops_group(
+    group: &LoopGroup,
+    addr: SocketAddr,
+) -> io::Result<(SocketAddr, Arc<AtomicU64>)> {
+    let listener = TcpListener::bind(addr)?;
+    let addr = listener.local_addr()?;
+    let loops = group.handles().to_vec();
+    let handoffs = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&handoffs);
+    let (tx, rx) = std::sync::mpsc::channel();
+    group
+        .get(0)
+        .expect("a group has a loop")
+        .queue_in_loop(move |cx| {
+            let listener = SharedFd::new(listener);
+            let mut next = 0;
+            let started = cx.accept(&listener, move |conn, _cx| {
+                let Ok(conn) = conn else { return };
+                let target = &loops[next % loops.len()];
+                next += 1;
+                count.fetch_add(1, Ordering::Relaxed);
+                let _ = target.queue_in_loop(move |cx| {
+                    let stream = TcpStream::from(conn);
+                    let _ = stream.set_nodelay(true);
+                    let _ = recv_then_echo(cx, SharedFd::new(stream), Vec::with_capacity(READ));
+                });
+            });
+            let _ = tx.send(started.map(drop));
+        })
+        .map_err(io::Error::from)?;
+    rx.recv().map_err(io::Error::other)??;
+    Ok((addr, handoffs))
 }

@@ -455,7 +455,11 @@ fn attempt(ops: &mut OpTable, id: OpId, first: bool) -> Try {
             }
         }
         // Files and close never wait for readiness.
-        Op::ReadAt { .. } | Op::WriteAt { .. } | Op::Fsync { .. } | Op::Close { .. } => Try::Done,
+        Op::ReadAt { .. }
+        | Op::ReadInto { .. }
+        | Op::WriteAt { .. }
+        | Op::Fsync { .. }
+        | Op::Close { .. } => Try::Done,
     }
 }
 
@@ -482,6 +486,16 @@ fn run_file_op(id: OpId, op: Op) -> Completion {
             } else {
                 retry(|| rustix::io::pread(&fd, rustix::buffer::spare_capacity(&mut buf), offset))
             };
+            (r, Output::Buf(buf))
+        }
+        Op::ReadInto {
+            fd,
+            offset,
+            mut buf,
+            at,
+            len,
+        } => {
+            let r = retry(|| rustix::io::pread(&fd, &mut buf[at..at + len], offset));
             (r, Output::Buf(buf))
         }
         Op::WriteAt { fd, offset, buf } => (

@@ -68,6 +68,19 @@ impl UringDriver {
                     .offset(*offset)
                     .build()
             }
+            Op::ReadInto {
+                fd,
+                offset,
+                buf,
+                at,
+                len,
+            } => {
+                let part = &mut buf[*at..*at + *len];
+                let len = part.len().min(u32::MAX as usize) as u32;
+                opcode::Read::new(types::Fd(fd.as_raw_fd()), part.as_mut_ptr(), len)
+                    .offset(*offset)
+                    .build()
+            }
             Op::WriteAt { fd, offset, buf } => {
                 let len = buf.len().min(u32::MAX as usize) as u32;
                 opcode::Write::new(types::Fd(fd.as_raw_fd()), buf.as_ptr(), len)
