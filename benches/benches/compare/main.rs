@@ -13,6 +13,7 @@ use criterion::Criterion;
 use rouse_benches::{Counts, record};
 
 mod echo;
+mod files;
 mod functors;
 mod pool;
 mod scale;
@@ -95,6 +96,7 @@ fn all() -> Vec<Bench> {
     pool::benches(&mut benches);
     scale::benches(&mut benches);
     echo::benches(&mut benches);
+    files::benches(&mut benches);
     benches
 }
 

@@ -334,6 +334,59 @@ pub(crate) const TARGETS: &[Target] = &[
         1.25,
         "echo, two loops, reuseport: 1,000 connections ≥ 0.8× the rate of 64",
     ),
+    // Files, page cache: random 4 KiB reads, 64 in flight.
+    ratio(
+        "file_cached",
+        "rouse_uring",
+        "tokio_fs",
+        0.2,
+        "page cache: rouse io_uring reads ≥ 5× tokio::fs",
+    ),
+    ratio(
+        "file_cached",
+        "rouse_uring",
+        "monoio",
+        1.0,
+        "page cache: rouse io_uring reads ≥ 1.0× monoio",
+    ),
+    ratio(
+        "file_cached",
+        "rouse_uring_cpu",
+        "pread_1_cpu",
+        1.15,
+        "page cache: CPU per read ≤ 1.15× one thread's pread",
+    ),
+    // Files, O_DIRECT.
+    ratio(
+        "file_direct",
+        "rouse_uring",
+        "rouse_pool2",
+        1.0 / 3.0,
+        "O_DIRECT: rouse io_uring reads ≥ 3× a WorkerPool of 2",
+    ),
+    ratio(
+        "file_direct",
+        "rouse_uring",
+        "threads64",
+        1.0 / 0.9,
+        "O_DIRECT: rouse io_uring reads ≥ 0.9× 64 blocking threads",
+    ),
+    ratio(
+        "file_direct",
+        "rouse_uring_cpu",
+        "tokio_fs_cpu",
+        0.5,
+        "O_DIRECT: CPU per read ≤ 0.5× tokio::fs's",
+    ),
+    // tokio::fs refuses O_DIRECT (its buffer is not aligned): its nearest
+    // form, the blocking pool it is built on, doing the aligned pread.
+    ratio(
+        "file_direct",
+        "rouse_uring_cpu",
+        "tokio_blocking_cpu",
+        0.5,
+        "O_DIRECT: CPU per read ≤ 0.5× tokio spawn_blocking(pread)'s",
+    ),
 ];
 
 impl Target {

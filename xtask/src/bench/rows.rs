@@ -190,6 +190,29 @@ pub(crate) const ROWS: &[Row] = &[
         "tokio_per_core_1000",
         "tokio current_thread per CPU, SO_REUSEPORT, 1,000 connections",
     ),
+    row("file_cached", "pread_1", "one thread's pread, one at a time"),
+    row("file_cached", "rouse_uring", "rouse-loop read ops, io_uring (no thread pool)"),
+    row("file_cached", "rouse_epoll", "rouse-loop read ops, epoll (the poller's pool)"),
+    row("file_cached", "rouse_pool2", "nginx: WorkerPool of 2 threads, pread"),
+    row("file_cached", "threads64", "64 blocking threads, pread"),
+    row("file_cached", "tokio_fs", "tokio::fs seek + read, 64 tasks"),
+    row("file_cached", "tokio_blocking", "tokio spawn_blocking(pread), 64 in flight"),
+    row("file_cached", "monoio", "monoio read_at (io_uring driver), 64 tasks"),
+    row("file_cached", "rouse_uring_cpu", "CPU time: rouse-loop read ops, io_uring"),
+    row("file_cached", "pread_1_cpu", "CPU time: one thread's pread"),
+    row("file_cached", "tokio_fs_cpu", "CPU time: tokio::fs"),
+    row("file_cached", "tokio_blocking_cpu", "CPU time: tokio spawn_blocking(pread)"),
+    row("file_direct", "pread_1", "one thread's pread, one at a time"),
+    row("file_direct", "rouse_uring", "rouse-loop read ops, io_uring (no thread pool)"),
+    row("file_direct", "rouse_epoll", "rouse-loop read ops, epoll (the poller's pool)"),
+    row("file_direct", "rouse_pool2", "nginx: WorkerPool of 2 threads, pread"),
+    row("file_direct", "threads64", "64 blocking threads, pread"),
+    row("file_direct", "tokio_fs", "tokio::fs seek + read, 64 tasks"),
+    row("file_direct", "tokio_blocking", "tokio spawn_blocking(pread), 64 in flight"),
+    row("file_direct", "rouse_uring_cpu", "CPU time: rouse-loop read ops, io_uring"),
+    row("file_direct", "pread_1_cpu", "CPU time: one thread's pread"),
+    row("file_direct", "tokio_fs_cpu", "CPU time: tokio::fs"),
+    row("file_direct", "tokio_blocking_cpu", "CPU time: tokio spawn_blocking(pread)"),
 ];
 
 /// What each group measures, and the row its ratios are taken against.
@@ -253,6 +276,18 @@ pub(crate) const GROUPS: &[(&str, &str, &str, &str)] = &[
         "TCP echo on loopback, two server threads (CPUs 0 and 1), client beside them, 64-byte messages",
         "tokio_multi_thread_64",
         "per message",
+    ),
+    (
+        "file_cached",
+        "Random 4 KiB reads of a 256 MiB file from the page cache, 64 in flight",
+        "pread_1",
+        "per read",
+    ),
+    (
+        "file_direct",
+        "Random 4 KiB reads of a 256 MiB file with O_DIRECT, 64 in flight",
+        "pread_1",
+        "per read",
     ),
 ];
 
