@@ -274,3 +274,141 @@ mod tests {
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
+
+/// The threads of a server under test, each registered from itself, so
+/// that what they alone cost can be read from outside: their user and
+/// system CPU time (`/proc/self/task/TID/stat`, in clock ticks), and the
+/// system calls they make (a `perf_event_open` counter on the
+/// `raw_syscalls:sys_enter` tracepoint, per thread, where the kernel allows
+/// it). The client's threads are not counted.
+#[derive(Clone, Default)]
+pub struct ServerThreads {
+    threads: Arc<std::sync::Mutex<Vec<Probe>>>,
+}
+
+struct Probe {
+    tid: i32,
+    syscalls: Option<std::os::fd::OwnedFd>,
+}
+
+/// What the server threads have cost so far.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServerCost {
+    /// User CPU time, in seconds.
+    pub user: f64,
+    /// System CPU time, in seconds.
+    pub system: f64,
+    /// System calls made, if they could be counted.
+    pub syscalls: Option<u64>,
+}
+
+impl ServerThreads {
+    /// Counts the calling thread as one of the server's.
+    pub fn register(&self) {
+        let tid = rustix::thread::gettid().as_raw_nonzero().get();
+        let probe = Probe {
+            tid,
+            syscalls: syscall_counter(),
+        };
+        self.threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(probe);
+    }
+
+    /// What the registered threads have cost so far.
+    pub fn cost(&self) -> ServerCost {
+        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        let ticks = rustix::param::clock_ticks_per_second() as f64;
+        let mut c = ServerCost {
+            syscalls: Some(0),
+            ..ServerCost::default()
+        };
+        for p in threads.iter() {
+            let stat = std::fs::read_to_string(format!("/proc/self/task/{}/stat", p.tid))
+                .unwrap_or_default();
+            // Fields after the command (which may hold spaces), 1-based:
+            // utime is field 14, stime 15.
+            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let f: Vec<&str> = after.split_whitespace().collect();
+            let field = |n: usize| {
+                f.get(n - 3)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            c.user += field(14) / ticks;
+            c.system += field(15) / ticks;
+            c.syscalls = match (c.syscalls, &p.syscalls) {
+                (Some(total), Some(fd)) => {
+                    let mut buf = [0u8; 8];
+                    match rustix::io::read(fd, &mut buf) {
+                        Ok(8) => Some(total + u64::from_ne_bytes(buf)),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+        }
+        c
+    }
+}
+
+/// A counter of the calling thread's system calls, or `None` where perf
+/// events (or the tracepoint) are not available.
+fn syscall_counter() -> Option<std::os::fd::OwnedFd> {
+    let id: u64 = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|dir| {
+            std::fs::read_to_string(format!("{dir}/events/raw_syscalls/sys_enter/id")).ok()
+        })?
+        .trim()
+        .parse()
+        .ok()?;
+    /// `struct perf_event_attr` as of its first version (64 bytes), which
+    /// every kernel accepts: a counting event, enabled at once, no flags.
+    #[repr(C)]
+    struct Attr {
+        type_: u32,
+        size: u32,
+        config: u64,
+        sample_period: u64,
+        sample_type: u64,
+        read_format: u64,
+        flags: u64,
+        wakeup_events: u32,
+        bp_type: u32,
+        config1: u64,
+    }
+    const PERF_TYPE_TRACEPOINT: u32 = 2;
+    const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
+    let attr = Attr {
+        type_: PERF_TYPE_TRACEPOINT,
+        size: std::mem::size_of::<Attr>() as u32,
+        config: id,
+        sample_period: 0,
+        sample_type: 0,
+        read_format: 0,
+        flags: 0,
+        wakeup_events: 0,
+        bp_type: 0,
+        config1: 0,
+    };
+    // SAFETY: `attr` is a valid first-version perf_event_attr that lives
+    // for the call; pid 0 and cpu -1 count the calling thread on any CPU;
+    // no group.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr as *const Attr,
+            0,
+            -1,
+            -1,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a new descriptor, ours alone.
+    Some(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}

@@ -129,7 +129,13 @@ struct Progress {
     want: u64,
 }
 
-fn read_one(cx: &mut Ctx, file: &SharedFd, rng: &Rc<Cell<Blocks>>, p: &Rc<Progress>, buf: (Vec<u8>, usize)) {
+fn read_one(
+    cx: &mut Ctx,
+    file: &SharedFd,
+    rng: &Rc<Cell<Blocks>>,
+    p: &Rc<Progress>,
+    buf: (Vec<u8>, usize),
+) {
     let (buf, at) = buf;
     let mut r = rng.get();
     let offset = r.next() * BLOCK as u64;
@@ -176,13 +182,25 @@ struct Pool2 {
     rng: Rc<Cell<Blocks>>,
 }
 
-fn job(cx: &mut Ctx, pool: &Rc<WorkerPool>, file: &Arc<std::fs::File>, rng: &Rc<Cell<Blocks>>, p: &Rc<Progress>, (mut buf, at): (Vec<u8>, usize)) {
+fn job(
+    cx: &mut Ctx,
+    pool: &Rc<WorkerPool>,
+    file: &Arc<std::fs::File>,
+    rng: &Rc<Cell<Blocks>>,
+    p: &Rc<Progress>,
+    (mut buf, at): (Vec<u8>, usize),
+) {
     let mut r = rng.get();
     let offset = r.next() * BLOCK as u64;
     rng.set(r);
     p.started.set(p.started.get() + 1);
     let f = Arc::clone(file);
-    let (pool2, file2, rng, p) = (Rc::clone(pool), Arc::clone(file), Rc::clone(rng), Rc::clone(p));
+    let (pool2, file2, rng, p) = (
+        Rc::clone(pool),
+        Arc::clone(file),
+        Rc::clone(rng),
+        Rc::clone(p),
+    );
     pool.spawn_local(
         cx,
         move || {
@@ -209,7 +227,14 @@ impl Runner for Pool2 {
         });
         let began = Instant::now();
         for _ in 0..DEPTH.min(reads as usize) {
-            job(&mut self.lp, &self.pool, &self.file, &self.rng, &p, aligned_buf());
+            job(
+                &mut self.lp,
+                &self.pool,
+                &self.file,
+                &self.rng,
+                &p,
+                aligned_buf(),
+            );
         }
         while p.done.get() < reads {
             self.lp
@@ -302,7 +327,9 @@ impl Runner for TokioFs {
                     let mut rng = Blocks(seed ^ (t as u64 + 1).wrapping_mul(0x9e37_79b9));
                     while next.fetch_add(1, Ordering::Relaxed) < reads {
                         let offset = rng.next() * BLOCK as u64;
-                        f.seek(std::io::SeekFrom::Start(offset)).await.expect("seek");
+                        f.seek(std::io::SeekFrom::Start(offset))
+                            .await
+                            .expect("seek");
                         f.read_exact(&mut buf).await.expect("a read failed");
                     }
                 }));

@@ -24,6 +24,23 @@ pub(crate) struct Measured {
     pub(crate) targets: Vec<TargetResult>,
     /// Resident memory a row added per connection, in bytes.
     pub(crate) rss: BTreeMap<String, f64>,
+    /// What the server threads alone cost, summed over every run of the
+    /// row: (messages, user seconds, system seconds, system calls if
+    /// counted).
+    pub(crate) server: BTreeMap<String, (u64, f64, f64, Option<u64>)>,
+}
+
+impl Measured {
+    /// The server's user and system CPU time per message (ns), and its
+    /// system calls per message, for row `id`.
+    pub(crate) fn server_per_message(&self, id: &str) -> Option<(f64, f64, Option<f64>)> {
+        let &(n, user, sys, calls) = self.server.get(id)?;
+        if n == 0 {
+            return None;
+        }
+        let n = n as f64;
+        Some((user * 1e9 / n, sys * 1e9 / n, calls.map(|c| c as f64 / n)))
+    }
 }
 
 /// One target as the bench process measured it.
@@ -146,6 +163,31 @@ pub(crate) fn read_outputs(out: &Path, m: &mut Measured) -> anyhow::Result<()> {
             Some((id.to_string(), v.parse::<f64>().ok()?))
         });
         m.rss.extend(rows);
+    }
+    if let Ok(text) = std::fs::read_to_string(out.join("server.tsv")) {
+        for line in text.lines() {
+            let f: Vec<&str> = line.split('\t').collect();
+            let [id, n, user, sys, calls] = f[..] else {
+                continue;
+            };
+            let (Ok(n), Ok(user), Ok(sys)) =
+                (n.parse::<u64>(), user.parse::<f64>(), sys.parse::<f64>())
+            else {
+                continue;
+            };
+            let calls = calls.parse::<u64>().ok();
+            let e = m
+                .server
+                .entry(id.to_string())
+                .or_insert((0, 0.0, 0.0, Some(0)));
+            e.0 += n;
+            e.1 += user;
+            e.2 += sys;
+            e.3 = match (e.3, calls) {
+                (Some(a), Some(b)) => Some(a + b),
+                _ => None,
+            };
+        }
     }
     if let Ok(text) = std::fs::read_to_string(out.join("perf.tsv")) {
         for line in text.lines() {

@@ -190,29 +190,151 @@ pub(crate) const ROWS: &[Row] = &[
         "tokio_per_core_1000",
         "tokio current_thread per CPU, SO_REUSEPORT, 1,000 connections",
     ),
-    row("file_cached", "pread_1", "one thread's pread, one at a time"),
-    row("file_cached", "rouse_uring", "rouse-loop read ops, io_uring (no thread pool)"),
-    row("file_cached", "rouse_epoll", "rouse-loop read ops, epoll (the poller's pool)"),
-    row("file_cached", "rouse_pool2", "nginx: WorkerPool of 2 threads, pread"),
+    row(
+        "file_cached",
+        "pread_1",
+        "one thread's pread, one at a time",
+    ),
+    row(
+        "file_cached",
+        "rouse_uring",
+        "rouse-loop read ops, io_uring (no thread pool)",
+    ),
+    row(
+        "file_cached",
+        "rouse_epoll",
+        "rouse-loop read ops, epoll (the poller's pool)",
+    ),
+    row(
+        "file_cached",
+        "rouse_pool2",
+        "nginx: WorkerPool of 2 threads, pread",
+    ),
     row("file_cached", "threads64", "64 blocking threads, pread"),
     row("file_cached", "tokio_fs", "tokio::fs seek + read, 64 tasks"),
-    row("file_cached", "tokio_blocking", "tokio spawn_blocking(pread), 64 in flight"),
-    row("file_cached", "monoio", "monoio read_at (io_uring driver), 64 tasks"),
-    row("file_cached", "rouse_uring_cpu", "CPU time: rouse-loop read ops, io_uring"),
+    row(
+        "file_cached",
+        "tokio_blocking",
+        "tokio spawn_blocking(pread), 64 in flight",
+    ),
+    row(
+        "file_cached",
+        "monoio",
+        "monoio read_at (io_uring driver), 64 tasks",
+    ),
+    row(
+        "file_cached",
+        "rouse_uring_cpu",
+        "CPU time: rouse-loop read ops, io_uring",
+    ),
     row("file_cached", "pread_1_cpu", "CPU time: one thread's pread"),
     row("file_cached", "tokio_fs_cpu", "CPU time: tokio::fs"),
-    row("file_cached", "tokio_blocking_cpu", "CPU time: tokio spawn_blocking(pread)"),
-    row("file_direct", "pread_1", "one thread's pread, one at a time"),
-    row("file_direct", "rouse_uring", "rouse-loop read ops, io_uring (no thread pool)"),
-    row("file_direct", "rouse_epoll", "rouse-loop read ops, epoll (the poller's pool)"),
-    row("file_direct", "rouse_pool2", "nginx: WorkerPool of 2 threads, pread"),
+    row(
+        "file_cached",
+        "tokio_blocking_cpu",
+        "CPU time: tokio spawn_blocking(pread)",
+    ),
+    row(
+        "file_direct",
+        "pread_1",
+        "one thread's pread, one at a time",
+    ),
+    row(
+        "file_direct",
+        "rouse_uring",
+        "rouse-loop read ops, io_uring (no thread pool)",
+    ),
+    row(
+        "file_direct",
+        "rouse_epoll",
+        "rouse-loop read ops, epoll (the poller's pool)",
+    ),
+    row(
+        "file_direct",
+        "rouse_pool2",
+        "nginx: WorkerPool of 2 threads, pread",
+    ),
     row("file_direct", "threads64", "64 blocking threads, pread"),
     row("file_direct", "tokio_fs", "tokio::fs seek + read, 64 tasks"),
-    row("file_direct", "tokio_blocking", "tokio spawn_blocking(pread), 64 in flight"),
-    row("file_direct", "rouse_uring_cpu", "CPU time: rouse-loop read ops, io_uring"),
+    row(
+        "file_direct",
+        "tokio_blocking",
+        "tokio spawn_blocking(pread), 64 in flight",
+    ),
+    row(
+        "file_direct",
+        "rouse_uring_cpu",
+        "CPU time: rouse-loop read ops, io_uring",
+    ),
     row("file_direct", "pread_1_cpu", "CPU time: one thread's pread"),
     row("file_direct", "tokio_fs_cpu", "CPU time: tokio::fs"),
-    row("file_direct", "tokio_blocking_cpu", "CPU time: tokio spawn_blocking(pread)"),
+    row(
+        "file_direct",
+        "tokio_blocking_cpu",
+        "CPU time: tokio spawn_blocking(pread)",
+    ),
+    row(
+        "echo",
+        "rouse_ops_64",
+        "rouse-loop operations (io_uring), 64 connections",
+    ),
+    row("echo", "mio_64", "mio, 64 connections"),
+    row(
+        "echo",
+        "monoio_64",
+        "monoio (io_uring driver), 64 connections",
+    ),
+    row(
+        "echo_2loops",
+        "rouse_ops_64",
+        "rouse-loop group, operations (io_uring), SO_REUSEPORT, 64 connections",
+    ),
+    row(
+        "echo_2loops",
+        "monoio_per_core_64",
+        "monoio per CPU, SO_REUSEPORT, 64 connections",
+    ),
+    row(
+        "echo",
+        "rouse_ops_1000",
+        "rouse-loop operations (io_uring), 1,000 connections",
+    ),
+    row("echo", "mio_1000", "mio, 1,000 connections"),
+    row(
+        "echo",
+        "monoio_1000",
+        "monoio (io_uring driver), 1,000 connections",
+    ),
+    row(
+        "echo_2loops",
+        "rouse_ops_1000",
+        "rouse-loop group, operations (io_uring), SO_REUSEPORT, 1,000 connections",
+    ),
+    row(
+        "echo_2loops",
+        "monoio_per_core_1000",
+        "monoio per CPU, SO_REUSEPORT, 1,000 connections",
+    ),
+    row(
+        "echo_2loops_unpinned",
+        "tokio_multi_thread_64",
+        "tokio multi-thread (2 workers), 64 connections",
+    ),
+    row(
+        "echo_2loops_unpinned",
+        "rouse_handoff_64",
+        "rouse-loop group, handoff, 64 connections",
+    ),
+    row(
+        "echo_2loops_unpinned",
+        "rouse_reuseport_64",
+        "rouse-loop group, SO_REUSEPORT, 64 connections",
+    ),
+    row(
+        "echo_2loops_unpinned",
+        "rouse_ops_64",
+        "rouse-loop group, operations (io_uring), SO_REUSEPORT, 64 connections",
+    ),
 ];
 
 /// What each group measures, and the row its ratios are taken against.
@@ -289,6 +411,12 @@ pub(crate) const GROUPS: &[(&str, &str, &str, &str)] = &[
         "pread_1",
         "per read",
     ),
+    (
+        "echo_2loops_unpinned",
+        "TCP echo on loopback, two server threads unpinned, client on CPU 1, 64-byte messages",
+        "tokio_multi_thread_64",
+        "per message",
+    ),
 ];
 
 /// How `N` is chosen for a syscall count, per group: operations per run.
@@ -298,7 +426,7 @@ pub(crate) fn count_ops(group: &str) -> Option<u64> {
         "wake_2cpu" => Some(5_000),
         "functors_1p" | "functors_2p" => Some(200_000),
         "pool" => Some(10_000),
-        "echo" | "echo_2loops" => Some(20_000),
+        "echo" | "echo_2loops" | "echo_2loops_unpinned" => Some(20_000),
         _ => None,
     }
 }
@@ -315,5 +443,58 @@ pub(crate) const PERF_TARGETS: &[(&str, &str, &str)] = &[
         "echo, one loop, 64 connections: system calls per message ≤ tokio's",
         "echo/rouse_loop_64",
         "echo/tokio_64",
+    ),
+];
+
+/// What a server target compares a row's figure with.
+pub(crate) enum Than {
+    /// At most this many server system calls per message.
+    Syscalls(f64),
+    /// Server user CPU per message at most that of this row's.
+    UserOf(&'static str),
+}
+
+/// A target on what the server threads alone cost per message
+/// (`server.tsv`), judged on each row's totals over all its runs.
+pub(crate) struct ServerTarget {
+    pub(crate) say: &'static str,
+    pub(crate) a: &'static str,
+    pub(crate) than: Than,
+}
+
+const fn server(say: &'static str, a: &'static str, than: Than) -> ServerTarget {
+    ServerTarget { say, a, than }
+}
+
+pub(crate) const SERVER_TARGETS: &[ServerTarget] = &[
+    server(
+        "echo, one loop, operations, 64 connections: ≤ 0.5 server system calls per message",
+        "echo/rouse_ops_64",
+        Than::Syscalls(0.5),
+    ),
+    server(
+        "echo, one loop, operations, 1,000 connections: ≤ 0.5 server system calls per message",
+        "echo/rouse_ops_1000",
+        Than::Syscalls(0.5),
+    ),
+    server(
+        "echo, one loop, operations, 64 connections: server user CPU per message ≤ tokio's",
+        "echo/rouse_ops_64",
+        Than::UserOf("echo/tokio_64"),
+    ),
+    server(
+        "echo, one loop, operations, 64 connections: server user CPU per message ≤ monoio's",
+        "echo/rouse_ops_64",
+        Than::UserOf("echo/monoio_64"),
+    ),
+    server(
+        "echo, one loop, operations, 1,000 connections: server user CPU per message ≤ tokio's",
+        "echo/rouse_ops_1000",
+        Than::UserOf("echo/tokio_1000"),
+    ),
+    server(
+        "echo, one loop, operations, 1,000 connections: server user CPU per message ≤ monoio's",
+        "echo/rouse_ops_1000",
+        Than::UserOf("echo/monoio_1000"),
     ),
 ];
