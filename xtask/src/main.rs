@@ -64,10 +64,11 @@ fn run() -> anyhow::Result<()> {
 
 const CI_USAGE: &str = "\
 usage: cargo xtask ci
-  in order: fmt check; clippy -D warnings; the tests four times (epoll, the
+  in order: fmt check; clippy -D warnings; the tests six times (epoll, the
   default; ROUSE_FORCE_PIPE=1, the pipe fallback; ROUSE_BACKEND=io_uring, and
-  again with ROUSE_URING_WAKE=msg_ring, skipped with the reason where the
-  kernel refuses io_uring); every example at a small size, and each with bad
+  again with ROUSE_URING_WAKE=msg_ring, then both with
+  ROUSE_URING_EPOLL_WAIT=0, the path for kernels without EPOLL_WAIT; the
+  io_uring passes skipped with the reason where the kernel refuses io_uring); every example at a small size, and each with bad
   arguments, which it must refuse; the loom models; every benchmark once in
   criterion's test mode (nothing timed); each library crate packaged and
   tested from its package alone; the minimum Rust version (clippy's
@@ -125,6 +126,16 @@ fn ci(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
             let _uring = sh.push_env("ROUSE_BACKEND", "io_uring");
             cmd!(sh, "cargo test --workspace --locked").run()?;
             step("tests on io_uring with the MSG_RING wake (ROUSE_URING_WAKE=msg_ring)");
+            {
+                let _msg = sh.push_env("ROUSE_URING_WAKE", "msg_ring");
+                cmd!(sh, "cargo test --workspace --locked").run()?;
+            }
+            // The path for kernels without IORING_OP_EPOLL_WAIT (6.1 to
+            // 6.14), on both wakes.
+            let _old = sh.push_env("ROUSE_URING_EPOLL_WAIT", "0");
+            step("tests on io_uring without EPOLL_WAIT (ROUSE_URING_EPOLL_WAIT=0)");
+            cmd!(sh, "cargo test --workspace --locked").run()?;
+            step("tests on io_uring without EPOLL_WAIT, MSG_RING wake");
             let _msg = sh.push_env("ROUSE_URING_WAKE", "msg_ring");
             cmd!(sh, "cargo test --workspace --locked").run()?;
         }

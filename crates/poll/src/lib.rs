@@ -91,6 +91,8 @@ pub use event::{Event, Events, Interest, Token};
 pub use poller::{
     BACKEND_ENV, Backend, Forked, Poller, PollerBuilder, Stats, URING_WAKE_ENV, UringWake,
 };
+pub use sys::features::PRETEND_MISSING_ENV as URING_PRETEND_MISSING_ENV;
+pub use sys::uring::URING_EPOLL_WAIT_ENV;
 pub use waker::Waker;
 
 /// Atomics that loom can model-check.

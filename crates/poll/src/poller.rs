@@ -21,7 +21,8 @@ use crate::sys::{MsgSender, Signal, WaitOutcome, current_forks, fork_generation}
 use crate::{Interest, Token};
 
 /// The environment variable that makes [`Poller::new`] use one backend:
-/// `epoll` or `io_uring`.
+/// `epoll`, `io_uring`, or `auto` (io_uring where the kernel offers it,
+/// else epoll: see [`PollerBuilder::prefer_io_uring`]).
 pub const BACKEND_ENV: &str = "ROUSE_BACKEND";
 
 /// The environment variable that picks the io_uring wake path for
@@ -60,13 +61,18 @@ pub enum Backend {
     Epoll,
     /// `io_uring(7)`: one `io_uring_enter` per wait, which submits and waits
     /// together; readiness comes from an `IORING_OP_EPOLL_WAIT` on the
-    /// poller's epoll set, kept in flight, and the wake from a multishot
-    /// poll on an eventfd or from `IORING_OP_MSG_RING`. The ring is made
-    /// with `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN`, so the
-    /// kernel completes requests only inside the polling thread's wait, and
-    /// readiness is read at the wait, never earlier. Linux 6.15 or later
-    /// (for `EPOLL_WAIT`); otherwise [`Poller::with_backend`] fails with
-    /// [`io::ErrorKind::Unsupported`] and the reason.
+    /// poller's epoll set, kept in flight (Linux 6.15), or, on older
+    /// kernels (or with `ROUSE_URING_EPOLL_WAIT=0`), from a multishot poll
+    /// of the set's fd and an `epoll_wait` beside the enter; the wake from
+    /// a multishot poll on an eventfd or from `IORING_OP_MSG_RING`. The
+    /// ring is made with `IORING_SETUP_SINGLE_ISSUER |
+    /// IORING_SETUP_DEFER_TASKRUN`, so the kernel completes requests only
+    /// inside the polling thread's wait, and readiness is read at the wait,
+    /// never earlier. Linux 6.1 or later: each feature is asked of the
+    /// kernel, and where one is refused (a kernel too old, a seccomp
+    /// filter, `kernel.io_uring_disabled`) [`Poller::with_backend`] fails
+    /// with [`io::ErrorKind::Unsupported`] and the reason in words
+    /// ([`PollerBuilder::prefer_io_uring`] takes epoll instead).
     IoUring,
 }
 
@@ -74,8 +80,8 @@ pub enum Backend {
 ///
 /// | path | wake system call | kernel |
 /// |---|---|---|
-/// | [`EventFd`](UringWake::EventFd) | `write(2)` to an eventfd under a multishot poll | 6.15 (the backend's own minimum) |
-/// | [`MsgRing`](UringWake::MsgRing) | `io_uring_enter(2)` on the waker's own small ring, posting straight to the poller's ring | 6.15 |
+/// | [`EventFd`](UringWake::EventFd) | `write(2)` to an eventfd under a multishot poll | 6.1 (the backend's own minimum) |
+/// | [`MsgRing`](UringWake::MsgRing) | `io_uring_enter(2)` on the waker's own small ring, posting straight to the poller's ring | 6.1 (`MSG_RING` is 5.18) |
 ///
 /// Either way the polling side makes no system call of its own per wake, and
 /// a wake costs a system call only when the poller is blocked.
@@ -176,6 +182,7 @@ pub(crate) fn forked() -> io::Error {
 #[derive(Clone, Debug, Default)]
 pub struct PollerBuilder {
     backend: Option<Backend>,
+    prefer_uring: bool,
     uring_wake: Option<UringWake>,
     spin: Duration,
 }
@@ -185,6 +192,31 @@ impl PollerBuilder {
     /// says).
     pub fn backend(mut self, backend: Backend) -> PollerBuilder {
         self.backend = Some(backend);
+        self.prefer_uring = false;
+        self
+    }
+
+    /// Asks for io_uring where the kernel offers it, and epoll where it
+    /// does not (too old, a seccomp filter, `kernel.io_uring_disabled`, a
+    /// missing feature): one call that works everywhere. Which one it got
+    /// is [`Poller::backend`], and why io_uring was refused
+    /// [`Poller::uring_refused`]. `ROUSE_BACKEND=auto` asks for the same.
+    ///
+    /// ```
+    /// use rouse_poll::{Backend, Poller};
+    /// let poller = Poller::builder().prefer_io_uring().build()?;
+    /// match poller.uring_refused() {
+    ///     None => assert_eq!(poller.backend(), Backend::IoUring),
+    ///     Some(why) => {
+    ///         assert_eq!(poller.backend(), Backend::Epoll);
+    ///         println!("on epoll: {why}");
+    ///     }
+    /// }
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn prefer_io_uring(mut self) -> PollerBuilder {
+        self.prefer_uring = true;
+        self.backend = None;
         self
     }
 
@@ -222,13 +254,22 @@ impl PollerBuilder {
             Some(path) => path,
             None => uring_wake_from_env()?.unwrap_or_default(),
         };
-        let backend = match self.backend {
-            Some(b) => b,
-            None => backend_from_env()?.unwrap_or(Backend::Epoll),
+        let choice = match (self.backend, self.prefer_uring) {
+            (Some(b), _) => Choice::Exactly(b),
+            (None, true) => Choice::PreferUring,
+            (None, false) => backend_from_env()?.unwrap_or(Choice::Exactly(Backend::Epoll)),
         };
-        match backend {
-            Backend::Epoll => Poller::epoll(self.spin),
-            Backend::IoUring => Poller::uring(uring_wake, self.spin),
+        match choice {
+            Choice::Exactly(Backend::Epoll) => Poller::epoll(self.spin),
+            Choice::Exactly(Backend::IoUring) => Poller::uring(uring_wake, self.spin),
+            Choice::PreferUring => match Poller::uring(uring_wake, self.spin) {
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                    let mut p = Poller::epoll(self.spin)?;
+                    p.uring_refused = Some(e);
+                    Ok(p)
+                }
+                other => other,
+            },
         }
     }
 }
@@ -306,6 +347,14 @@ pub struct Poller {
     /// Why wakes cannot make the fd readable, if they cannot: reported by
     /// every poll.
     nest_failed: Mutex<Option<io::Error>>,
+    /// Why io_uring was refused, when it was preferred and epoll taken.
+    uring_refused: Option<io::Error>,
+}
+
+/// What a builder asks for.
+enum Choice {
+    Exactly(Backend),
+    PreferUring,
 }
 
 enum Selector {
@@ -475,6 +524,7 @@ impl Poller {
             spin,
             nested: AtomicBool::new(false),
             nest_failed: Mutex::new(None),
+            uring_refused: None,
         })
     }
 
@@ -483,6 +533,26 @@ impl Poller {
         match self.selector {
             Selector::Epoll(_) => Backend::Epoll,
             Selector::Uring(_) => Backend::IoUring,
+        }
+    }
+
+    /// Why io_uring was refused, when it was preferred
+    /// ([`PollerBuilder::prefer_io_uring`]) and epoll taken instead: the
+    /// kernel's refusal, of kind [`io::ErrorKind::Unsupported`], with the
+    /// reason in words. `None` otherwise.
+    pub fn uring_refused(&self) -> Option<&io::Error> {
+        self.uring_refused.as_ref()
+    }
+
+    /// On io_uring, whether readiness is read inside the ring by
+    /// `IORING_OP_EPOLL_WAIT` (Linux 6.15), or else by a poll of the epoll
+    /// set's fd and an `epoll_wait` beside each wait (older kernels, or
+    /// [`URING_EPOLL_WAIT_ENV`](crate::URING_EPOLL_WAIT_ENV)`=0`); `None` on
+    /// epoll.
+    pub fn uring_epoll_wait(&self) -> Option<bool> {
+        match &self.selector {
+            Selector::Epoll(_) => None,
+            Selector::Uring(u) => Some(u.epoll_wait),
         }
     }
 
@@ -1172,14 +1242,15 @@ fn token_taken(token: Token) -> io::Error {
     )
 }
 
-fn backend_from_env() -> io::Result<Option<Backend>> {
+fn backend_from_env() -> io::Result<Option<Choice>> {
     match std::env::var(BACKEND_ENV).as_deref() {
         Err(_) | Ok("") => Ok(None),
-        Ok("epoll") => Ok(Some(Backend::Epoll)),
-        Ok("io_uring" | "io-uring" | "uring") => Ok(Some(Backend::IoUring)),
+        Ok("epoll") => Ok(Some(Choice::Exactly(Backend::Epoll))),
+        Ok("io_uring" | "io-uring" | "uring") => Ok(Some(Choice::Exactly(Backend::IoUring))),
+        Ok("auto") => Ok(Some(Choice::PreferUring)),
         Ok(other) => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{BACKEND_ENV}={other:?}: expected `epoll` or `io_uring`"),
+            format!("{BACKEND_ENV}={other:?}: expected `epoll`, `io_uring` or `auto`"),
         )),
     }
 }

@@ -55,7 +55,7 @@ impl Ctx {
     }
 
     /// The number of timers that may still run (see
-    /// [`LoopHandle::pending_timers`]).
+    /// [`LoopHandle::pending_timers`](crate::LoopHandle::pending_timers)).
     pub fn timer_count(&self) -> usize {
         self.shared.timers.pending.load(Ordering::Relaxed)
     }

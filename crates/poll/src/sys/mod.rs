@@ -21,6 +21,7 @@ use rouse_sys::{WakeFd, WakeKind};
 
 pub(crate) mod emulate;
 pub(crate) mod epoll;
+pub(crate) mod features;
 pub(crate) mod ops;
 pub(crate) mod uring;
 pub(crate) mod uring_ops;

@@ -31,6 +31,7 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use rustix::io::Errno;
 
 use super::epoll::{Epoll, EpollDriver};
+use super::features::{Pretend, setup_refused, unsupported};
 use super::ops::OpTable;
 use super::uring_ops::{BufRing, OP_TAG, OpCqe, OpExtra};
 use super::{Signal, WAKE_KEY, WaitOutcome, thread_id};
@@ -41,6 +42,9 @@ use crate::{Interest, Token};
 const MSG_KEY: u64 = u64::MAX - 1;
 /// user_data of `ASYNC_CANCEL` requests, whose own completions are ignored.
 pub(super) const CANCEL_KEY: u64 = u64::MAX - 2;
+/// user_data of the multishot poll on the epoll set's fd (where
+/// `EPOLL_WAIT` is not used).
+const SET_KEY: u64 = u64::MAX - 3;
 
 /// Submission queue entries (the completion queue has twice as many): an
 /// `EPOLL_WAIT`, a cancel, the wake poll, and the operations queued between
@@ -66,6 +70,9 @@ pub(crate) enum WakeVia {
 #[derive(Debug)]
 pub(crate) struct Uring {
     set: Epoll,
+    /// Readiness is read by `IORING_OP_EPOLL_WAIT` (else by a poll of the
+    /// set's fd and `epoll_wait`).
+    pub(crate) epoll_wait: bool,
 }
 
 /// The polling side: the ring, owned by the thread that polls.
@@ -79,6 +86,15 @@ pub(crate) struct UringDriver {
     pub(super) owner: u64,
     wake: WakeVia,
     wake_armed: bool,
+    /// The set is read by `IORING_OP_EPOLL_WAIT` (6.15); otherwise the ring
+    /// keeps a multishot poll on the set's fd (`set_armed`), and the set is
+    /// read with `epoll_wait`.
+    epoll_wait: bool,
+    set_armed: bool,
+    /// The set's poll fired in the last reap.
+    set_fired: bool,
+    /// Features to act as if the kernel lacked (see `features`).
+    pretend: Pretend,
     /// The generation of the `EPOLL_WAIT` in flight, and its room.
     in_flight: Option<(u64, u32)>,
     generation: u64,
@@ -126,7 +142,20 @@ impl std::fmt::Debug for UringDriver {
 
 /// Sets up a ring for the backend: disabled until a thread takes it, or
 /// enabled now for the calling thread.
-fn new_ring(disabled: bool) -> io::Result<IoUring> {
+fn new_ring(disabled: bool, pretend: &Pretend) -> io::Result<IoUring> {
+    const FLAGS: &str = "IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN";
+    if pretend.missing("io_uring") {
+        return Err(setup_refused(
+            io::Error::from_raw_os_error(libc::ENOSYS),
+            FLAGS,
+        ));
+    }
+    if pretend.missing("single_issuer") || pretend.missing("defer_taskrun") {
+        return Err(setup_refused(
+            io::Error::from_raw_os_error(libc::EINVAL),
+            FLAGS,
+        ));
+    }
     let mut builder = IoUring::builder();
     builder.setup_single_issuer().setup_defer_taskrun();
     if disabled {
@@ -134,42 +163,51 @@ fn new_ring(disabled: bool) -> io::Result<IoUring> {
     }
     builder
         .build(RING_ENTRIES)
-        .map_err(|e| match Errno::from_io_error(&e) {
-            // Out of descriptors or memory: the caller's problem, not the kernel's.
-            Some(Errno::MFILE | Errno::NFILE | Errno::NOMEM) => e,
-            Some(Errno::INVAL) => unsupported(&format!(
-                "io_uring_setup refused IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN \
-             (Linux 6.1): {e}"
-            )),
-            _ => unsupported(&format!("io_uring_setup failed: {e}")),
-        })
+        .map_err(|e| setup_refused(e, FLAGS))
 }
+
+/// The environment variable that turns off `IORING_OP_EPOLL_WAIT` on the
+/// io_uring backend (`0`, `false`, `no` or `off`), so that the path for
+/// kernels without it (6.1 to 6.14) runs on a newer one; read as every
+/// rouse switch is (see `rouse_sys::env_switch`).
+pub const URING_EPOLL_WAIT_ENV: &str = "ROUSE_URING_EPOLL_WAIT";
 
 impl Uring {
     /// Sets up the registration set and a ring, and checks that the kernel
-    /// can do what the backend needs.
+    /// can do what the backend needs: each feature by asking the kernel
+    /// (see `features`).
     pub(crate) fn new(wake: WakeVia) -> io::Result<(Uring, UringDriver)> {
-        let ring = new_ring(true)?;
-        if !ring.params().is_feature_ext_arg() {
+        let pretend = Pretend::from_env()?;
+        let use_epoll_wait = rouse_sys::env_switch(URING_EPOLL_WAIT_ENV)?.unwrap_or(true);
+        let ring = new_ring(true, &pretend)?;
+        if !ring.params().is_feature_ext_arg() || pretend.missing("ext_arg") {
             return Err(unsupported(
                 "the kernel lacks IORING_FEAT_EXT_ARG (Linux 5.11) for wait timeouts",
+            ));
+        }
+        if !ring.params().is_feature_nodrop() || pretend.missing("nodrop") {
+            return Err(unsupported(
+                "the kernel lacks IORING_FEAT_NODROP (Linux 5.5): a completion-queue \
+                 overflow could lose completions",
             ));
         }
         let mut probe = io_uring::Probe::new();
         ring.submitter()
             .register_probe(&mut probe)
             .map_err(|e| unsupported(&format!("IORING_REGISTER_PROBE failed: {e}")))?;
-        if !probe.is_supported(opcode::EpollWait::CODE) {
-            return Err(unsupported(
-                "the kernel lacks IORING_OP_EPOLL_WAIT (Linux 6.15)",
-            ));
-        }
+        // Where the kernel lacks EPOLL_WAIT (before 6.15), the ring polls the
+        // set's own fd instead, and the set is read with epoll_wait.
+        let epoll_wait = use_epoll_wait
+            && probe.is_supported(opcode::EpollWait::CODE)
+            && !pretend.missing("epoll_wait");
         if wake == WakeVia::Msg
             && (!probe.is_supported(opcode::MsgRingData::CODE)
-                || !ring.params().is_feature_skip_cqe_on_success())
+                || !ring.params().is_feature_skip_cqe_on_success()
+                || pretend.missing("msg_ring"))
         {
             return Err(unsupported(
-                "the kernel lacks IORING_OP_MSG_RING or CQE_SKIP_SUCCESS (Linux 5.18)",
+                "the kernel lacks IORING_OP_MSG_RING or IOSQE_CQE_SKIP_SUCCESS (Linux 5.18) \
+                 for the MSG_RING wake; the eventfd wake needs neither",
             ));
         }
         let set = Epoll::new(None)?;
@@ -178,6 +216,10 @@ impl Uring {
             owner: 0,
             wake,
             wake_armed: false,
+            epoll_wait,
+            set_armed: false,
+            set_fired: false,
+            pretend,
             in_flight: None,
             generation: 0,
             buf: new_epoll_buf(),
@@ -189,7 +231,7 @@ impl Uring {
             bufring: None,
             counters: Default::default(),
         };
-        Ok((Uring { set }, driver))
+        Ok((Uring { set, epoll_wait }, driver))
     }
 
     /// The registration set, whose fd another loop can poll; with `wake`,
@@ -245,6 +287,9 @@ impl Uring {
         driver.own(signal, ops)?;
         if !driver.wake_armed {
             driver.arm_wake()?;
+        }
+        if !driver.epoll_wait {
+            return self.wait_polling_set(driver, events, ops, timeout);
         }
         let room = events.room().min(EPOLL_BATCH) as u32;
         match driver.in_flight {
@@ -307,7 +352,80 @@ impl Uring {
     }
 }
 
+impl Uring {
+    /// The wait where `EPOLL_WAIT` is not used (Linux 6.1 to 6.14, or
+    /// turned off): the ring keeps a multishot poll on the set's fd, and the
+    /// set is read with `epoll_wait` (zero timeout), first before the wait,
+    /// so that registrations still ready are reported again
+    /// (level-triggered; epoll wakes no poller of its fd for those), and
+    /// again after a wait that the set's poll ended. So a poll costs an
+    /// `epoll_wait` beside its `io_uring_enter`.
+    fn wait_polling_set(
+        &self,
+        driver: &mut UringDriver,
+        events: &mut Events,
+        ops: &mut OpTable,
+        timeout: Option<Duration>,
+    ) -> io::Result<WaitOutcome> {
+        if !driver.set_armed {
+            driver.arm_set(&self.set)?;
+        }
+        let before = events.len();
+        let first = self
+            .set
+            .wait(&mut driver.direct, events, Some(Duration::ZERO))?;
+        let found = events.len() > before || first.woke;
+        let ring = &mut driver.ring;
+        let nonblocking = found || timeout == Some(Duration::ZERO) || !ring.completion().is_empty();
+        let to_submit = ring.submission().len() as u32;
+        let submitter = ring.submitter();
+        let r = match timeout {
+            _ if nonblocking => {
+                // SAFETY: no argument is passed; GETEVENTS with no minimum
+                // runs the ring's deferred completions and returns.
+                unsafe { submitter.enter::<()>(to_submit, 0, IORING_ENTER_GETEVENTS, None) }
+            }
+            None => submitter.submit_and_wait(1),
+            Some(t) => {
+                let ts = types::Timespec::new()
+                    .sec(t.as_secs())
+                    .nsec(t.subsec_nanos());
+                let args = types::SubmitArgs::new().timespec(&ts);
+                submitter.submit_with_args(1, &args)
+            }
+        };
+        match r {
+            Ok(_) => {}
+            Err(e) => match Errno::from_io_error(&e) {
+                Some(Errno::TIME | Errno::BUSY) => {}
+                _ => return Err(e),
+            },
+        }
+        let (mut outcome, _) = driver.reap(events, ops)?;
+        outcome.woke |= first.woke;
+        if driver.set_fired && !found {
+            let more = self
+                .set
+                .wait(&mut driver.direct, events, Some(Duration::ZERO))?;
+            outcome.woke |= more.woke;
+        }
+        driver.set_fired = false;
+        Ok(outcome)
+    }
+}
+
 impl UringDriver {
+    /// Arms the multishot poll on the epoll set's fd.
+    fn arm_set(&mut self, set: &Epoll) -> io::Result<()> {
+        let sqe = opcode::PollAdd::new(types::Fd(set.as_fd().as_raw_fd()), flags::IN)
+            .multi(true)
+            .build()
+            .user_data(SET_KEY);
+        self.push(&sqe)?;
+        self.set_armed = true;
+        Ok(())
+    }
+
     /// Makes the ring the calling thread's: enables it on first use, and
     /// replaces it with a new one when another thread polls. A failure
     /// (no descriptors for a new ring, say) changes nothing.
@@ -331,7 +449,7 @@ impl UringDriver {
                     ),
                 ));
             }
-            let ring = new_ring(false)?;
+            let ring = new_ring(false, &self.pretend)?;
             if let Signal::MsgRing { target, .. } = signal {
                 let fd = rustix::io::fcntl_dupfd_cloexec(ring.as_fd(), 0)?;
                 *target.write().unwrap_or_else(|e| e.into_inner()) = fd;
@@ -342,6 +460,7 @@ impl UringDriver {
             self.in_flight = None;
             self.retired.clear();
             self.wake_armed = false;
+            self.set_armed = false;
             // Registered with the old ring, which is closed now.
             self.bufring = None;
         }
@@ -421,6 +540,12 @@ impl UringDriver {
                 }
                 MSG_KEY => out.woke = true,
                 CANCEL_KEY => {}
+                SET_KEY => {
+                    self.set_fired = true;
+                    if !cqueue::more(cqe.flags()) {
+                        self.set_armed = false;
+                    }
+                }
                 data if data & OP_TAG != 0 => self.op_cqes.push(OpCqe {
                     data,
                     result: cqe.result(),
@@ -560,13 +685,6 @@ pub(super) fn send_msg(ring: &mut IoUring, target: BorrowedFd<'_>) -> io::Result
         }
     }
     Ok(())
-}
-
-fn unsupported(why: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        format!("io_uring backend unavailable: {why}"),
-    )
 }
 
 /// A duplicate of the ring's fd, for message senders.
