@@ -301,7 +301,14 @@ impl Runner for TokioFs {
         let files: Vec<std::fs::File> = self
             .files
             .iter()
-            .map(|f| f.try_clone().expect("dup the file"))
+            .map(|f| {
+                // A new open file per task and run (not a dup: see above).
+                std::fs::File::open(format!(
+                    "/proc/self/fd/{}",
+                    std::os::fd::AsRawFd::as_raw_fd(f)
+                ))
+                .expect("reopen the file")
+            })
             .collect();
         self.seed = self.seed.wrapping_add(1);
         let seed = self.seed;
@@ -470,10 +477,9 @@ fn group(benches: &mut Vec<Bench>, group: &'static str, direct: bool) {
         if direct {
             return Err(TOKIO_FS_DIRECT.to_string());
         }
-        let file = open(direct)?;
-        let files = (0..DEPTH)
-            .map(|_| file.try_clone().map_err(|e| e.to_string()))
-            .collect::<Result<_, _>>()?;
+        // Each task its own open file: a dup would share one file offset,
+        // which seek + read on 64 tasks at once cannot.
+        let files = (0..DEPTH).map(|_| open(direct)).collect::<Result<_, _>>()?;
         Ok(TokioFs {
             rt: current_thread()?,
             files,
@@ -503,10 +509,9 @@ fn group(benches: &mut Vec<Bench>, group: &'static str, direct: bool) {
         if direct {
             return Err(TOKIO_FS_DIRECT.to_string());
         }
-        let file = open(direct)?;
-        let files = (0..DEPTH)
-            .map(|_| file.try_clone().map_err(|e| e.to_string()))
-            .collect::<Result<_, _>>()?;
+        // Each task its own open file: a dup would share one file offset,
+        // which seek + read on 64 tasks at once cannot.
+        let files = (0..DEPTH).map(|_| open(direct)).collect::<Result<_, _>>()?;
         Ok(Cpu(TokioFs {
             rt: current_thread()?,
             files,

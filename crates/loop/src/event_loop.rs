@@ -176,6 +176,8 @@ pub struct Ctx {
     pub(crate) nest_armed: Option<Instant>,
     /// Operations in flight, and their callbacks.
     pub(crate) ops: crate::ops::Ops,
+    /// Async tasks.
+    pub(crate) tasks: crate::task::Tasks,
     pub(crate) quit: bool,
     pub(crate) iterations: u64,
 }
@@ -207,6 +209,8 @@ impl EventLoop {
             wake_calls: AtomicU64::new(0),
             held: AtomicUsize::new(0),
             timers: Arc::clone(&timers),
+            local_tasks: std::sync::Mutex::new(VecDeque::new()),
+            next_task: AtomicU64::new(1),
         });
         Ok(EventLoop {
             cx: Ctx {
@@ -229,6 +233,7 @@ impl EventLoop {
                 nest_timer: None,
                 nest_armed: None,
                 ops: Default::default(),
+                tasks: Default::default(),
                 quit: false,
                 iterations: 0,
             },
@@ -358,6 +363,9 @@ impl DerefMut for EventLoop {
 
 impl Drop for EventLoop {
     fn drop(&mut self) {
+        // Tasks first, on this thread: their futures cancel what they wait
+        // on while the loop is still whole.
+        self.cx.drop_tasks();
         // Functors still queued are dropped here, on the loop's thread.
         drop(self.cx.shared.queue.close());
         self.cx.backlog.clear();
@@ -422,6 +430,7 @@ impl Ctx {
             || !self.local.is_empty()
             || self.quit
             || self.completions_waiting()
+            || self.tasks_waiting()
         {
             wait = Some(Duration::ZERO);
         } else if let Some(deadline) = self.timers.next_deadline() {
@@ -463,6 +472,7 @@ impl Ctx {
             self.run_completions();
         }
         self.run_functors();
+        self.run_tasks();
         self.run_timers();
         if self.nested.get() {
             self.arm_nest_timer()?;

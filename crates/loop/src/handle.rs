@@ -3,8 +3,8 @@
 use std::cell::Cell;
 use std::fmt;
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rouse_poll::Waker;
@@ -35,6 +35,11 @@ pub(crate) struct Shared {
     /// and shrinks after they have run, so it never undercounts.
     pub(crate) held: AtomicUsize,
     pub(crate) timers: Arc<TimerStates>,
+    /// Tasks woken on the loop thread, to be polled (only the loop thread
+    /// touches it: the lock is never contended).
+    pub(crate) local_tasks: Mutex<std::collections::VecDeque<u64>>,
+    /// Numbers tasks, from any thread.
+    pub(crate) next_task: AtomicU64,
 }
 
 impl Shared {

@@ -94,7 +94,9 @@ mod handle;
 mod ops;
 mod pool;
 mod queue;
+pub mod signals;
 mod sources;
+pub mod task;
 mod timer;
 
 pub use error::Error;
@@ -105,7 +107,9 @@ pub use ops::OpId;
 pub use pool::WorkerPool;
 pub use rouse_poll::op::SharedFd;
 pub use rouse_poll::{Backend, Forked, Interest, Poller, Stats};
+pub use rouse_sys::signal::{SigInfo, Signo};
 pub use sources::{Ready, SourceId};
+pub use task::{JoinError, JoinHandle};
 pub use timer::TimerId;
 
 /// The examples of this crate's README, run as doc-tests so that they stay

@@ -63,6 +63,7 @@ mod eventfd;
 #[doc(hidden)]
 pub mod fuzz;
 mod pipe;
+pub mod signal;
 mod wake;
 
 pub use eventfd::{AdoptError, EventFd, EventFdFlags};

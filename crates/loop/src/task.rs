@@ -1,0 +1,796 @@
+//! Async tasks on the loop: futures polled on the loop thread, woken at
+//! rouse's price.
+//!
+//! * [`Ctx::spawn_local`] runs a `!Send` future on the loop thread;
+//!   [`LoopHandle::spawn`](crate::LoopHandle::spawn) takes a `Send` one
+//!   from any thread. Each returns a [`JoinHandle`], itself a future of the
+//!   task's result.
+//! * A task woken **on the loop thread** is queued in the loop's own list:
+//!   no lock shared with other threads, no system call. A task woken **from
+//!   another thread** is queued through the loop's functor queue: no system
+//!   call while the loop is awake, at most one per park (the functor
+//!   queue's coalesced wake). A task already queued is not queued again.
+//! * A task that panics unwinds out of [`run`](crate::EventLoop::run) with
+//!   its payload, as a functor does; its join handle then says
+//!   [`JoinError::Panicked`].
+//! * **Dropping a task** ([`JoinHandle::abort`], or the loop dropped) drops
+//!   its future, which drops what it waits on: a [`sleep`] cancels its
+//!   timer, a [`Readiness`] wait removes its registration, an operation
+//!   future cancels its operation (whose buffer the loop keeps until the
+//!   kernel is done with it). Nothing the task set up calls back into it
+//!   after it is gone.
+//!
+//! The futures a task awaits ([`sleep`], [`sleep_until`], [`readable`],
+//! [`writable`], [`read_at`], [`recv`], [`send`], …) find their loop
+//! through the task that polls them: they work inside tasks of a rouse
+//! loop, and panic if polled anywhere else.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use rouse_loop::{EventLoop, task};
+//!
+//! let mut lp = EventLoop::new()?;
+//! let job = lp.spawn_local(async {
+//!     task::sleep(Duration::from_millis(5)).await;
+//!     21 * 2
+//! });
+//! let handle = lp.handle();
+//! lp.spawn_local(async move {
+//!     let answer = job.await.unwrap();
+//!     assert_eq!(answer, 42);
+//!     handle.quit().unwrap();
+//! });
+//! lp.run()?;
+//! # std::io::Result::Ok(())
+//! ```
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use rouse_poll::Interest;
+use rouse_poll::op::SharedFd;
+
+use crate::handle::Shared;
+use crate::{Ctx, Error, LoopHandle, OpId, SourceId, TimerId};
+
+/// Why a task gave no result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinError {
+    /// It panicked (the panic unwound out of the loop's `run`).
+    Panicked,
+    /// It was aborted ([`JoinHandle::abort`]) or its loop was dropped
+    /// before it finished.
+    Cancelled,
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            JoinError::Panicked => "the task panicked",
+            JoinError::Cancelled => "the task was cancelled",
+        })
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+/// What a task and its join handle share.
+struct JoinState<T> {
+    result: Option<Result<T, JoinError>>,
+    /// The task awaiting the handle.
+    waiter: Option<Waker>,
+    /// Taken by the handle.
+    taken: bool,
+}
+
+/// A task's result, as a future; also how to abort it.
+///
+/// Dropping the handle detaches the task (it runs on). `Send` when the
+/// result is.
+pub struct JoinHandle<T> {
+    state: Arc<Mutex<JoinState<T>>>,
+    header: Arc<Header>,
+}
+
+impl<T> JoinHandle<T> {
+    /// Whether the task has finished (with a result, a panic or a cancel).
+    pub fn is_finished(&self) -> bool {
+        let st = self.lock();
+        st.result.is_some() || st.taken
+    }
+
+    /// Drops the task at the loop's next chance, from any thread: its
+    /// future is dropped on the loop thread, with what it waits on, and the
+    /// handle then says [`JoinError::Cancelled`] (unless it had finished).
+    pub fn abort(&self) {
+        self.header.aborted.store(true, Ordering::Release);
+        Waker::from(Arc::clone(&self.header)).wake();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, JoinState<T>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut st = self.lock();
+        match st.result.take() {
+            Some(r) => {
+                st.taken = true;
+                Poll::Ready(r)
+            }
+            None if st.taken => Poll::Ready(Err(JoinError::Cancelled)),
+            None => {
+                st.waiter = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+/// A task's identity and wake state, shared with its wakers.
+pub(crate) struct Header {
+    id: u64,
+    /// The loop, to queue the task from other threads.
+    shared: Arc<Shared>,
+    /// Queued to be polled (set by a wake, cleared just before a poll).
+    queued: AtomicBool,
+    aborted: AtomicBool,
+}
+
+impl Wake for Header {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.queued.swap(true, Ordering::AcqRel) {
+            return; // already queued
+        }
+        if self.shared.in_loop_thread() {
+            // The loop's own list: the loop is awake (this thread runs it).
+            self.shared
+                .local_tasks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back(self.id);
+        } else {
+            let id = self.id;
+            // Through the functor queue: coalesced wakes. A loop that is
+            // gone has dropped the task: nothing to do.
+            let _ = self
+                .shared
+                .push(Box::new(move |cx: &mut Ctx| cx.poll_task(id)));
+        }
+    }
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = ()>>>;
+
+struct Task {
+    future: BoxFuture,
+    waker: Waker,
+    header: Arc<Header>,
+    /// Settles the join handle of a task that did not finish: panicked or
+    /// cancelled.
+    settle: Box<dyn Fn(JoinError)>,
+}
+
+/// The loop's tasks.
+#[derive(Default)]
+pub(crate) struct Tasks {
+    tasks: std::collections::HashMap<u64, Task>,
+    /// The loop's side of the futures' requests (see [`Requests`]).
+    requests: Rc<RefCell<Requests>>,
+}
+
+impl fmt::Debug for Tasks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tasks")
+            .field("live", &self.tasks.len())
+            .finish()
+    }
+}
+
+impl Ctx {
+    /// Runs `future` on the loop thread; it need not be `Send`. Returns
+    /// its [`JoinHandle`]. The task is first polled in this iteration's task
+    /// phase (or the next one's, if that has passed).
+    pub fn spawn_local<F>(&mut self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        let (handle, state) = new_handle(&self.shared);
+        let header = Arc::clone(&handle.header);
+        self.insert_task(header, future, state);
+        handle
+    }
+
+    /// Takes a task in and queues its first poll.
+    fn insert_task<F>(
+        &mut self,
+        header: Arc<Header>,
+        future: F,
+        state: Arc<Mutex<JoinState<F::Output>>>,
+    ) where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        let id = header.id;
+        let st = Arc::clone(&state);
+        let future: BoxFuture = Box::pin(async move {
+            let out = future.await;
+            finish(&st, Ok(out));
+        });
+        let settle: Box<dyn Fn(JoinError)> = Box::new(move |e| finish(&state, Err(e)));
+        self.tasks.tasks.insert(
+            id,
+            Task {
+                future,
+                waker: Waker::from(Arc::clone(&header)),
+                header,
+                settle,
+            },
+        );
+        self.shared
+            .local_tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(id);
+    }
+
+    /// Tasks that exist (spawned, not yet finished or dropped).
+    pub fn task_count(&self) -> usize {
+        self.tasks.tasks.len()
+    }
+
+    /// Whether tasks are queued to be polled (so that the loop must not
+    /// block).
+    pub(crate) fn tasks_waiting(&self) -> bool {
+        !self
+            .shared
+            .local_tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    /// Polls the tasks queued on the loop thread (those queued while this
+    /// runs wait for the next iteration, so that a task that wakes itself
+    /// cannot starve the rest of the loop).
+    pub(crate) fn run_tasks(&mut self) {
+        let ready: VecDeque<u64> = std::mem::take(
+            &mut *self
+                .shared
+                .local_tasks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for id in ready {
+            self.poll_task(id);
+        }
+    }
+
+    /// Polls task `id` once, if it still exists.
+    pub(crate) fn poll_task(&mut self, id: u64) {
+        let Some(mut task) = self.tasks.tasks.remove(&id) else {
+            return;
+        };
+        task.header.queued.store(false, Ordering::Release);
+        if task.header.aborted.load(Ordering::Acquire) {
+            self.drop_task(task);
+            return;
+        }
+        let outcome = self.with_requests(|| {
+            let mut cx = Context::from_waker(&task.waker);
+            catch_unwind(AssertUnwindSafe(|| task.future.as_mut().poll(&mut cx)))
+        });
+        match outcome {
+            Ok(Poll::Pending) => {
+                self.tasks.tasks.insert(id, task);
+            }
+            Ok(Poll::Ready(())) => {}
+            Err(payload) => {
+                (task.settle)(JoinError::Panicked);
+                self.with_requests(|| drop(task));
+                resume_unwind(payload);
+            }
+        }
+    }
+
+    /// Runs `f` with this loop's requests current (so that futures polled
+    /// or dropped in it reach the loop), then carries them out.
+    fn with_requests<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        let requests = Rc::clone(&self.tasks.requests);
+        let previous = CURRENT.with(|c| c.replace(Some(requests)));
+        let out = f();
+        CURRENT.with(|c| c.replace(previous));
+        self.apply_requests();
+        out
+    }
+
+    fn drop_task(&mut self, task: Task) {
+        (task.settle)(JoinError::Cancelled);
+        // Its future goes, and with it what it waits on (whose drops ask
+        // the loop to cancel timers, registrations and operations).
+        self.with_requests(|| drop(task));
+    }
+
+    /// Drops every task (the loop is going): their futures are dropped on
+    /// the loop thread.
+    pub(crate) fn drop_tasks(&mut self) {
+        let ids: Vec<u64> = self.tasks.tasks.keys().copied().collect();
+        for id in ids {
+            if let Some(t) = self.tasks.tasks.remove(&id) {
+                self.drop_task(t);
+            }
+        }
+    }
+
+    /// Carries out what futures asked for: timers, registrations,
+    /// operations, and their cancellations.
+    fn apply_requests(&mut self) {
+        loop {
+            let batch = std::mem::take(&mut *self.tasks.requests.borrow_mut());
+            if batch.0.is_empty() {
+                return;
+            }
+            for r in batch.0 {
+                r(self);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The requests of the loop whose task is being polled on this thread.
+    static CURRENT: RefCell<Option<Rc<RefCell<Requests>>>> = const { RefCell::new(None) };
+}
+
+fn finish<T>(state: &Mutex<JoinState<T>>, result: Result<T, JoinError>) {
+    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+    if st.result.is_some() || st.taken {
+        return;
+    }
+    st.result = Some(result);
+    if let Some(w) = st.waiter.take() {
+        drop(st);
+        w.wake();
+    }
+}
+
+/// Work for the loop that futures ask for while they are polled (they
+/// cannot reach `&mut Ctx` themselves): done right after the poll.
+#[derive(Default)]
+struct Requests(Vec<Request>);
+
+/// One thing a future asks of its loop.
+type Request = Box<dyn FnOnce(&mut Ctx)>;
+
+/// Asks the loop of the task being polled to run `f` with its context
+/// right after this poll.
+///
+/// # Panics
+///
+/// Outside a task of a rouse loop.
+fn request(f: impl FnOnce(&mut Ctx) + 'static) {
+    CURRENT.with(|c| {
+        let c = c.borrow();
+        let r = c
+            .as_ref()
+            .expect("rouse_loop::task futures must be polled by a task of a rouse loop");
+        r.borrow_mut().0.push(Box::new(f));
+    });
+}
+
+/// Whether a task of a rouse loop is being polled on this thread.
+fn in_task() -> bool {
+    CURRENT.with(|c| c.borrow().is_some())
+}
+
+impl LoopHandle {
+    /// Runs `future` on the loop thread, from any thread: it is queued
+    /// through the functor queue, as its wakes from other threads are.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LoopGone`] if the loop has been dropped (the future is
+    /// dropped).
+    pub fn spawn<F>(&self, future: F) -> Result<JoinHandle<F::Output>, Error>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (handle, state) = new_handle(&self.shared);
+        let header = Arc::clone(&handle.header);
+        self.shared.push(Box::new(move |cx: &mut Ctx| {
+            cx.insert_task(header, future, state);
+        }))?;
+        Ok(handle)
+    }
+}
+
+/// A new task's header and join handle, with its id from the loop's count.
+fn new_handle<T>(shared: &Arc<Shared>) -> (JoinHandle<T>, Arc<Mutex<JoinState<T>>>) {
+    let header = Arc::new(Header {
+        id: shared.next_task.fetch_add(1, Ordering::Relaxed),
+        shared: Arc::clone(shared),
+        // Queued for its first poll by whoever inserts it; wakes meanwhile
+        // are that poll's.
+        queued: AtomicBool::new(true),
+        aborted: AtomicBool::new(false),
+    });
+    let state = Arc::new(Mutex::new(JoinState {
+        result: None,
+        waiter: None,
+        taken: false,
+    }));
+    (
+        JoinHandle {
+            state: Arc::clone(&state),
+            header,
+        },
+        state,
+    )
+}
+
+/// Sleeps until `deadline`, on the loop's timers. Dropping it cancels the
+/// timer.
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep {
+        deadline,
+        state: Rc::new(SleepState::default()),
+    }
+}
+
+/// Sleeps for `duration`, on the loop's timers (never less). Dropping it
+/// cancels the timer.
+pub fn sleep(duration: Duration) -> Sleep {
+    sleep_until(
+        Instant::now()
+            .checked_add(duration)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365 * 100)),
+    )
+}
+
+/// The future of [`sleep`] and [`sleep_until`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct Sleep {
+    deadline: Instant,
+    state: Rc<SleepState>,
+}
+
+#[derive(Default)]
+struct SleepState {
+    fired: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+    requested: Cell<bool>,
+    timer: Cell<Option<TimerId>>,
+    handle: RefCell<Option<LoopHandle>>,
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let st = &self.state;
+        if st.fired.get() {
+            return Poll::Ready(());
+        }
+        *st.waker.borrow_mut() = Some(cx.waker().clone());
+        if !st.requested.replace(true) {
+            let (state, deadline) = (Rc::clone(st), self.deadline);
+            request(move |cx| {
+                let s = Rc::clone(&state);
+                let id = cx.run_at(deadline, move |_| {
+                    s.fired.set(true);
+                    if let Some(w) = s.waker.borrow_mut().take() {
+                        w.wake();
+                    }
+                });
+                state.timer.set(Some(id));
+                *state.handle.borrow_mut() = Some(cx.handle());
+            });
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if let (Some(id), Some(h)) = (self.state.timer.get(), self.state.handle.borrow().as_ref()) {
+            // Exact, from anywhere: the timer will not run.
+            let _ = h.cancel(id);
+        }
+    }
+}
+
+impl fmt::Debug for Sleep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sleep")
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+/// Waits until `fd` is readable (level-triggered: at once if it is). The
+/// fd is registered with the loop while the future waits, and removed when
+/// it completes or is dropped.
+pub fn readable(fd: &SharedFd) -> Readiness {
+    Readiness::new(fd, Interest::READABLE)
+}
+
+/// Waits until `fd` is writable; as [`readable`].
+pub fn writable(fd: &SharedFd) -> Readiness {
+    Readiness::new(fd, Interest::WRITABLE)
+}
+
+/// The future of [`readable`] and [`writable`]: the readiness seen.
+#[must_use = "futures do nothing unless awaited"]
+pub struct Readiness {
+    fd: SharedFd,
+    interest: Interest,
+    state: Rc<ReadyState>,
+}
+
+#[derive(Default)]
+struct ReadyState {
+    ready: Cell<Option<crate::Ready>>,
+    error: RefCell<Option<io::Error>>,
+    waker: RefCell<Option<Waker>>,
+    source: Cell<Option<SourceId>>,
+    requested: Cell<bool>,
+}
+
+impl Readiness {
+    fn new(fd: &SharedFd, interest: Interest) -> Readiness {
+        Readiness {
+            fd: fd.clone(),
+            interest,
+            state: Rc::new(ReadyState::default()),
+        }
+    }
+}
+
+impl Future for Readiness {
+    type Output = io::Result<crate::Ready>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let st = &self.state;
+        if let Some(e) = st.error.borrow_mut().take() {
+            return Poll::Ready(Err(e));
+        }
+        if let Some(r) = st.ready.get() {
+            return Poll::Ready(Ok(r));
+        }
+        *st.waker.borrow_mut() = Some(cx.waker().clone());
+        if !st.requested.replace(true) {
+            let (state, fd, interest) = (Rc::clone(st), self.fd.clone(), self.interest);
+            request(move |cx| {
+                let s = Rc::clone(&state);
+                let added = cx.add_source(fd, interest, move |_fd, ready, cx| {
+                    s.ready.set(Some(ready));
+                    if let Some(me) = cx.current_source() {
+                        let _ = cx.remove_source(me);
+                    }
+                    s.source.set(None);
+                    if let Some(w) = s.waker.borrow_mut().take() {
+                        w.wake();
+                    }
+                });
+                match added {
+                    Ok(id) => state.source.set(Some(id)),
+                    Err(e) => {
+                        *state.error.borrow_mut() = Some(e);
+                        if let Some(w) = state.waker.borrow_mut().take() {
+                            w.wake();
+                        }
+                    }
+                }
+            });
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Readiness {
+    fn drop(&mut self) {
+        if let Some(id) = self.state.source.take() {
+            // Dropped in its task's poll, or with its task: the loop is
+            // reachable. (Elsewhere it cannot have registered anything.)
+            if in_task() {
+                request(move |cx| {
+                    let _ = cx.remove_source(id);
+                });
+            }
+        }
+    }
+}
+
+/// An operation as a future: its result and buffer. Dropping it cancels
+/// the operation; the loop keeps the buffer until the kernel is done.
+#[must_use = "futures do nothing unless awaited"]
+pub struct OpFuture<T> {
+    state: Rc<OpState<T>>,
+    start: Option<Start<T>>,
+}
+
+/// Submits an operation for its future.
+type Start<T> = Box<dyn FnOnce(&mut Ctx, Rc<OpState<T>>)>;
+
+struct OpState<T> {
+    result: RefCell<Option<T>>,
+    waker: RefCell<Option<Waker>>,
+    id: Cell<Option<OpId>>,
+}
+
+impl<T: 'static> OpFuture<T> {
+    fn new(start: impl FnOnce(&mut Ctx, Rc<OpState<T>>) + 'static) -> OpFuture<T> {
+        OpFuture {
+            state: Rc::new(OpState {
+                result: RefCell::new(None),
+                waker: RefCell::new(None),
+                id: Cell::new(None),
+            }),
+            start: Some(Box::new(start)),
+        }
+    }
+}
+
+impl<T: 'static> Future for OpFuture<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        if let Some(r) = self.state.result.borrow_mut().take() {
+            return Poll::Ready(r);
+        }
+        *self.state.waker.borrow_mut() = Some(cx.waker().clone());
+        if let Some(start) = self.start.take() {
+            let state = Rc::clone(&self.state);
+            request(move |cx| start(cx, state));
+        }
+        Poll::Pending
+    }
+}
+
+impl<T> Drop for OpFuture<T> {
+    fn drop(&mut self) {
+        if self.state.result.borrow().is_some() {
+            return;
+        }
+        if let Some(id) = self.state.id.get() {
+            if in_task() {
+                request(move |cx| {
+                    let _ = cx.cancel_op(id);
+                });
+            }
+        }
+    }
+}
+
+/// Delivers an operation's outcome to its future, if the future is still
+/// there (dropped, it lets the outcome go: its buffer is freed now that
+/// the kernel is done with it).
+fn deliver<T>(state: &Rc<OpState<T>>, value: T) {
+    *state.result.borrow_mut() = Some(value);
+    if let Some(w) = state.waker.borrow_mut().take() {
+        w.wake();
+    }
+}
+
+fn started<T>(state: &Rc<OpState<T>>, id: io::Result<OpId>, fail: impl FnOnce(io::Error) -> T) {
+    match id {
+        Ok(id) => state.id.set(Some(id)),
+        Err(e) => deliver(state, fail(e)),
+    }
+}
+
+/// [`Ctx::read_at`] as a future: the bytes read, and the buffer.
+pub fn read_at(
+    file: &SharedFd,
+    offset: u64,
+    buf: Vec<u8>,
+) -> OpFuture<(io::Result<usize>, Vec<u8>)> {
+    let file = file.clone();
+    OpFuture::new(move |cx, st| {
+        let s = Rc::clone(&st);
+        let id = cx.read_at(&file, offset, buf, move |n, buf, _| deliver(&s, (n, buf)));
+        started(&st, id, |e| (Err(e), Vec::new()));
+    })
+}
+
+/// [`Ctx::write_at`] as a future: the bytes written (all of them), and
+/// the buffer, emptied.
+pub fn write_at(
+    file: &SharedFd,
+    offset: u64,
+    buf: Vec<u8>,
+) -> OpFuture<(io::Result<usize>, Vec<u8>)> {
+    let file = file.clone();
+    OpFuture::new(move |cx, st| {
+        let s = Rc::clone(&st);
+        let id = cx.write_at(&file, offset, buf, move |n, buf, _| deliver(&s, (n, buf)));
+        started(&st, id, |e| (Err(e), Vec::new()));
+    })
+}
+
+/// [`Ctx::recv`] as a future: the bytes received (0: end of file), and
+/// the buffer.
+pub fn recv(socket: &SharedFd, buf: Vec<u8>) -> OpFuture<(io::Result<usize>, Vec<u8>)> {
+    let socket = socket.clone();
+    OpFuture::new(move |cx, st| {
+        let s = Rc::clone(&st);
+        let id = cx.recv(&socket, buf, move |n, buf, _| deliver(&s, (n, buf)));
+        started(&st, id, |e| (Err(e), Vec::new()));
+    })
+}
+
+/// [`Ctx::send`] as a future: the bytes sent (all of them), and the
+/// buffer, emptied.
+pub fn send(socket: &SharedFd, buf: Vec<u8>) -> OpFuture<(io::Result<usize>, Vec<u8>)> {
+    let socket = socket.clone();
+    OpFuture::new(move |cx, st| {
+        let s = Rc::clone(&st);
+        let id = cx.send(&socket, buf, move |n, buf, _| deliver(&s, (n, buf)));
+        started(&st, id, |e| (Err(e), Vec::new()));
+    })
+}
+
+/// One connection accepted on `listener`, close-on-exec.
+pub fn accept(listener: &SharedFd) -> OpFuture<io::Result<OwnedFd>> {
+    let listener = listener.clone();
+    OpFuture::new(move |cx, st| {
+        let s = Rc::clone(&st);
+        let mut once = Some(());
+        let id = cx.accept(&listener, move |conn, cx| {
+            if once.take().is_some() {
+                // One is all this future wants: stop accepting.
+                if let Some(id) = s.id.get() {
+                    let _ = cx.cancel_op(id);
+                }
+                deliver(&s, conn);
+            } else if let Ok(extra) = conn {
+                // Accepted before the cancel took effect: not this
+                // future's; closing it is what an unaccepted one gets.
+                drop(extra);
+            }
+        });
+        started(&st, id, Err);
+    })
+}
+
+/// [`Ctx::connect`] as a future.
+pub fn connect(socket: &SharedFd, addr: SocketAddr) -> OpFuture<io::Result<()>> {
+    let socket = socket.clone();
+    OpFuture::new(move |cx, st| {
+        let s = Rc::clone(&st);
+        let id = cx.connect(&socket, addr, move |r, _| deliver(&s, r));
+        started(&st, id, Err);
+    })
+}
