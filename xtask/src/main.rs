@@ -170,6 +170,11 @@ fn ci(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
         "cargo run --locked -p rouse-loop --example read_file -- 8 5000 64"
     )
     .run()?;
+    cmd!(
+        sh,
+        "cargo run --locked -p rouse-loop --example daemon -- --self-test 100"
+    )
+    .run()?;
     for mode in ["handoff", "reuseport"] {
         cmd!(
             sh,
@@ -230,6 +235,8 @@ fn bad_arguments(sh: &Shell) -> anyhow::Result<()> {
         ("rouse-loop", "memory", &["x"]),
         ("rouse-loop", "memory", &["0", "0"]),
         ("rouse-loop", "read_file", &["0"]),
+        ("rouse-loop", "daemon", &[]),
+        ("rouse-loop", "daemon", &["--self-test", "0"]),
         ("rouse-loop", "read_file", &["--direct", "8", "x"]),
         ("rouse-poll", "wake_round_trip", &["0"]),
         ("rouse-poll", "wake_round_trip", &["x"]),

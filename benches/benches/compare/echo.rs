@@ -188,6 +188,63 @@ fn rouse_one(ops: bool) -> std::io::Result<Server> {
     })
 }
 
+/// One rouse loop (io_uring) pinned to CPU 0, the server written as async
+/// tasks: one accepting, one per connection receiving and sending with
+/// operation futures.
+fn rouse_tasks() -> std::io::Result<Server> {
+    use rouse_loop::{SharedFd, task};
+    let listener = TcpListener::bind(loopback())?;
+    let addr = listener.local_addr()?;
+    let threads = ServerThreads::default();
+    let probe = threads.clone();
+    let poller = Poller::with_backend(Backend::IoUring)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        pin(0);
+        probe.register();
+        let mut lp = EventLoop::with_poller(poller).unwrap();
+        let listener = SharedFd::new(listener);
+        lp.spawn_local(async move {
+            loop {
+                let Ok(conn) = task::accept(&listener).await else {
+                    continue;
+                };
+                let stream = std::net::TcpStream::from(conn);
+                let _ = stream.set_nodelay(true);
+                let sock = SharedFd::new(stream);
+                task::spawn_local(async move {
+                    let mut buf = Vec::with_capacity(16 * 1024);
+                    loop {
+                        buf.clear();
+                        let (n, b) = task::recv(&sock, buf).await;
+                        buf = b;
+                        match n {
+                            Ok(n) if n > 0 => {}
+                            _ => return,
+                        }
+                        let (sent, b) = task::send(&sock, buf).await;
+                        buf = b;
+                        if sent.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        tx.send(lp.handle()).unwrap();
+        lp.run().unwrap();
+    });
+    let handle = rx.recv().map_err(std::io::Error::other)?;
+    Ok(Server {
+        addr,
+        stop: Some(Box::new(move || {
+            let _ = handle.quit();
+            let _ = thread.join();
+        })),
+        threads,
+    })
+}
+
 /// How a two-loop rouse server accepts.
 #[derive(Clone, Copy)]
 enum Design {
@@ -545,9 +602,10 @@ pub(crate) fn benches(out: &mut Vec<Bench>) {
     };
     for (connections, suffix) in [(64, "64"), (1000, "1000")] {
         type Start = fn() -> std::io::Result<Server>;
-        let servers: [(&str, Start); 5] = [
+        let servers: [(&str, Start); 6] = [
             ("rouse_loop", || rouse_one(false)),
             ("rouse_ops", || rouse_one(true)),
+            ("rouse_tasks", rouse_tasks),
             ("tokio", || {
                 tokio_current_thread(vec![TcpListener::bind(loopback())?], vec![0])
             }),

@@ -19,6 +19,7 @@ mod pool;
 mod scale;
 mod sys;
 mod targets;
+mod tasks;
 mod wake;
 
 use targets::{Rounds, TARGETS, Target};
@@ -97,6 +98,7 @@ fn all() -> Vec<Bench> {
     scale::benches(&mut benches);
     echo::benches(&mut benches);
     files::benches(&mut benches);
+    tasks::benches(&mut benches);
     benches
 }
 

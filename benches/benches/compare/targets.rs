@@ -492,6 +492,49 @@ pub(crate) const TARGETS: &[Target] = &[
         1.0,
         "echo, two unpinned loops (operations), 64 connections: ≥ 1.0× tokio multi-thread",
     ),
+    // Tasks.
+    ratio(
+        "tasks_1p",
+        "rouse_spawn",
+        "tokio_spawn",
+        0.1,
+        "spawn from another thread: ≥ 10× tokio current_thread Handle::spawn",
+    ),
+    ratio(
+        "tasks_1p",
+        "rouse_spawn",
+        "calloop_executor",
+        0.1,
+        "spawn from another thread: ≥ 10× calloop's executor",
+    ),
+    counter(
+        "tasks_1p",
+        "rouse_wake",
+        false,
+        0.01,
+        "≤ 0.01 wake syscalls per cross-thread task wake, under load",
+    ),
+    ratio(
+        "wake_1cpu",
+        "rouse_task",
+        "rouse_loop",
+        1.1,
+        "one CPU: a task woken from another thread, round trip ≤ 1.1× the functor round trip",
+    ),
+    ratio(
+        "echo",
+        "rouse_tasks_64",
+        "tokio_64",
+        1.0,
+        "echo, async tasks on one loop, 64 connections: ≥ 1.0× tokio current_thread",
+    ),
+    ratio(
+        "echo",
+        "rouse_tasks_1000",
+        "tokio_1000",
+        1.0,
+        "echo, async tasks on one loop, 1,000 connections: ≥ 1.0× tokio current_thread",
+    ),
 ];
 
 impl Target {

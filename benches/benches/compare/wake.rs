@@ -150,6 +150,71 @@ impl End for RouseLoop {
     }
 }
 
+/// A task's waker, raised from the other thread: the task, on its loop,
+/// sets `ARRIVED` and waits again.
+#[derive(Clone, Default)]
+struct TaskSignal(Arc<std::sync::Mutex<(bool, Option<std::task::Waker>)>>);
+
+impl TaskSignal {
+    fn raise(&self) {
+        let w = {
+            let mut st = self.0.lock().unwrap();
+            st.0 = true;
+            st.1.take()
+        };
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+}
+
+/// rouse-loop with a task: each thread runs a loop with a task waiting on
+/// a signal; a wake is the task's waker, raised from the other thread
+/// (through the loop's functor queue).
+struct RouseTask {
+    lp: EventLoop,
+    signal: TaskSignal,
+}
+
+impl RouseTask {
+    fn new() -> RouseTask {
+        let mut lp = EventLoop::new().unwrap();
+        let signal = TaskSignal::default();
+        let s = signal.clone();
+        lp.spawn_local(async move {
+            loop {
+                std::future::poll_fn(|cx| {
+                    let mut st = s.0.lock().unwrap();
+                    if std::mem::take(&mut st.0) {
+                        std::task::Poll::Ready(())
+                    } else {
+                        st.1 = Some(cx.waker().clone());
+                        std::task::Poll::Pending
+                    }
+                })
+                .await;
+                ARRIVED.with(|a| a.set(true));
+            }
+        });
+        RouseTask { lp, signal }
+    }
+}
+
+impl End for RouseTask {
+    type Remote = TaskSignal;
+    fn remote(&self) -> TaskSignal {
+        self.signal.clone()
+    }
+    fn wait(&mut self) {
+        while !ARRIVED.with(|a| a.replace(false)) {
+            self.lp.run_once(None).unwrap();
+        }
+    }
+    fn wake(signal: &TaskSignal) {
+        signal.raise();
+    }
+}
+
 /// mio: `Poll` plus `Waker` (an edge-triggered eventfd, never read).
 struct Mio {
     poll: mio::Poll,
@@ -352,6 +417,9 @@ pub(crate) fn benches(out: &mut Vec<Bench>) {
             Ok(rows(placement, || RouseLoop {
                 lp: EventLoop::new().unwrap(),
             }))
+        }));
+        out.push(Bench::new(group, "rouse_task", move || {
+            Ok(rows(placement, RouseTask::new))
         }));
         if placement == Placement::TwoCpus {
             out.push(Bench::new(group, "rouse_loop_spin", move || {

@@ -11,6 +11,18 @@
 //!   outlives its loop gets [`Error::LoopGone`], never a hang.
 //! * [`WorkerPool`] runs blocking work on threads and delivers each result
 //!   on the loop thread.
+//! * **Operations** the kernel completes ([`Ctx::read_at`],
+//!   [`Ctx::write_at`], [`Ctx::accept`], [`Ctx::recv`], [`Ctx::send`], …):
+//!   the buffer is handed over and handed back in the callback; on
+//!   io_uring the kernel does the work, on epoll the loop does (readiness
+//!   plus the system call, a thread pool for files), with the same
+//!   callbacks.
+//! * **Signals** through a signalfd ([`Ctx::add_signals`]; see [`signals`]
+//!   for the mask discipline) and children through pidfds
+//!   ([`Ctx::watch_child`]).
+//! * **Async tasks** ([`Ctx::spawn_local`], [`LoopHandle::spawn`], and the
+//!   futures of [`task`]), woken through the loop's own list or its
+//!   functor queue.
 //!
 //! **A loop with work never blocks**: whatever queues a functor (another
 //! thread, a functor, an I/O or timer callback, or the loop's own thread
@@ -38,7 +50,8 @@
 //! group of loops, by handoff or `SO_REUSEPORT`; both take `--completions`
 //! for the server written with operations), `read_file` (random file reads
 //! on the loop: the kernel's on io_uring, a pool's on epoll, beside a
-//! `WorkerPool`), and `memory` (what queued functors and pending timers
+//! `WorkerPool`), `daemon` (async tasks serving TCP, stopped cleanly by
+//! `SIGTERM`), and `memory` (what queued functors and pending timers
 //! cost, and what comes back), each run with
 //! `cargo run --release -p rouse-loop --example NAME`; each prints its
 //! arguments with `--help`.

@@ -217,6 +217,30 @@ impl Ctx {
         self.start_op(op, Then::Conn(Box::new(on_conn)))
     }
 
+    /// Accepts one connection on `listener` (close-on-exec), then calls
+    /// `done` with it.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_at`](Ctx::read_at). On epoll, the listener is made
+    /// non-blocking.
+    pub fn accept_one(
+        &mut self,
+        listener: &SharedFd,
+        done: impl FnOnce(io::Result<OwnedFd>, &mut Ctx) + 'static,
+    ) -> io::Result<OpId> {
+        let op = Op::Accept {
+            fd: listener.clone(),
+        };
+        let mut done = Some(done);
+        let on_conn = move |conn: io::Result<OwnedFd>, cx: &mut Ctx| {
+            if let Some(f) = done.take() {
+                f(conn, cx);
+            }
+        };
+        self.start_op(op, Then::Conn(Box::new(on_conn)))
+    }
+
     /// Receives into `buf`'s spare capacity, then calls `done` with the
     /// number of bytes (0: end of file) and the buffer, its length grown
     /// by that.

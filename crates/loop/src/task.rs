@@ -327,8 +327,11 @@ impl Ctx {
     /// Runs `f` with this loop's requests current (so that futures polled
     /// or dropped in it reach the loop), then carries them out.
     fn with_requests<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        let requests = Rc::clone(&self.tasks.requests);
-        let previous = CURRENT.with(|c| c.replace(Some(requests)));
+        let current = Current {
+            requests: Rc::clone(&self.tasks.requests),
+            shared: Arc::clone(&self.shared),
+        };
+        let previous = CURRENT.with(|c| c.replace(Some(current)));
         let out = f();
         CURRENT.with(|c| c.replace(previous));
         self.apply_requests();
@@ -370,7 +373,7 @@ impl Ctx {
 
 thread_local! {
     /// The requests of the loop whose task is being polled on this thread.
-    static CURRENT: RefCell<Option<Rc<RefCell<Requests>>>> = const { RefCell::new(None) };
+    static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
 }
 
 fn finish<T>(state: &Mutex<JoinState<T>>, result: Result<T, JoinError>) {
@@ -383,6 +386,14 @@ fn finish<T>(state: &Mutex<JoinState<T>>, result: Result<T, JoinError>) {
         drop(st);
         w.wake();
     }
+}
+
+/// The loop whose task is being polled on this thread: its requests, and
+/// what it shares with its handles (for tasks spawned from tasks).
+#[derive(Clone)]
+struct Current {
+    requests: Rc<RefCell<Requests>>,
+    shared: Arc<Shared>,
 }
 
 /// Work for the loop that futures ask for while they are polled (they
@@ -400,13 +411,37 @@ type Request = Box<dyn FnOnce(&mut Ctx)>;
 ///
 /// Outside a task of a rouse loop.
 fn request(f: impl FnOnce(&mut Ctx) + 'static) {
+    current().requests.borrow_mut().0.push(Box::new(f));
+}
+
+/// The loop of the task being polled.
+///
+/// # Panics
+///
+/// Outside a task of a rouse loop.
+fn current() -> Current {
     CURRENT.with(|c| {
-        let c = c.borrow();
-        let r = c
-            .as_ref()
-            .expect("rouse_loop::task futures must be polled by a task of a rouse loop");
-        r.borrow_mut().0.push(Box::new(f));
-    });
+        c.borrow()
+            .clone()
+            .expect("rouse_loop::task futures must be polled by a task of a rouse loop")
+    })
+}
+
+/// Spawns `future` on the loop of the task that calls this: what a task
+/// does to start another (a connection's, say). It need not be `Send`.
+///
+/// # Panics
+///
+/// Outside a task of a rouse loop.
+pub fn spawn_local<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    let (handle, state) = new_handle(&current().shared);
+    let header = Arc::clone(&handle.header);
+    request(move |cx| cx.insert_task(header, future, state));
+    handle
 }
 
 /// Whether a task of a rouse loop is being polled on this thread.
@@ -767,20 +802,7 @@ pub fn accept(listener: &SharedFd) -> OpFuture<io::Result<OwnedFd>> {
     let listener = listener.clone();
     OpFuture::new(move |cx, st| {
         let s = Rc::clone(&st);
-        let mut once = Some(());
-        let id = cx.accept(&listener, move |conn, cx| {
-            if once.take().is_some() {
-                // One is all this future wants: stop accepting.
-                if let Some(id) = s.id.get() {
-                    let _ = cx.cancel_op(id);
-                }
-                deliver(&s, conn);
-            } else if let Ok(extra) = conn {
-                // Accepted before the cancel took effect: not this
-                // future's; closing it is what an unaccepted one gets.
-                drop(extra);
-            }
-        });
+        let id = cx.accept_one(&listener, move |conn, _| deliver(&s, conn));
         started(&st, id, Err);
     })
 }

@@ -335,6 +335,42 @@ pub(crate) const ROWS: &[Row] = &[
         "rouse_ops_64",
         "rouse-loop group, operations (io_uring), SO_REUSEPORT, 64 connections",
     ),
+    row("tasks_1p", "rouse_spawn", "rouse-loop LoopHandle::spawn"),
+    row(
+        "tasks_1p",
+        "tokio_spawn",
+        "tokio Handle::spawn (current_thread)",
+    ),
+    row(
+        "tasks_1p",
+        "calloop_executor",
+        "calloop executor, Scheduler::schedule",
+    ),
+    row(
+        "tasks_1p",
+        "rouse_wake",
+        "rouse-loop: one task woken (per wake)",
+    ),
+    row(
+        "wake_1cpu",
+        "rouse_task",
+        "rouse-loop task woken by its waker",
+    ),
+    row(
+        "wake_2cpu",
+        "rouse_task",
+        "rouse-loop task woken by its waker",
+    ),
+    row(
+        "echo",
+        "rouse_tasks_64",
+        "rouse-loop async tasks (io_uring), 64 connections",
+    ),
+    row(
+        "echo",
+        "rouse_tasks_1000",
+        "rouse-loop async tasks (io_uring), 1,000 connections",
+    ),
 ];
 
 /// What each group measures, and the row its ratios are taken against.
@@ -417,6 +453,12 @@ pub(crate) const GROUPS: &[(&str, &str, &str, &str)] = &[
         "tokio_multi_thread_64",
         "per message",
     ),
+    (
+        "tasks_1p",
+        "Async tasks, 1 producer (CPU 1) → loop (CPU 0)",
+        "rouse_spawn",
+        "per task",
+    ),
 ];
 
 /// How `N` is chosen for a syscall count, per group: operations per run.
@@ -426,6 +468,7 @@ pub(crate) fn count_ops(group: &str) -> Option<u64> {
         "wake_2cpu" => Some(5_000),
         "functors_1p" | "functors_2p" => Some(200_000),
         "pool" => Some(10_000),
+        "tasks_1p" => Some(200_000),
         "echo" | "echo_2loops" | "echo_2loops_unpinned" => Some(20_000),
         _ => None,
     }
