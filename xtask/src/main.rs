@@ -175,6 +175,16 @@ fn ci(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
         "cargo run --locked -p rouse-loop --example daemon -- --self-test 100"
     )
     .run()?;
+    cmd!(
+        sh,
+        "cargo run --locked -p rouse-loop --example aio_read -- 8 2000 32"
+    )
+    .run()?;
+    cmd!(
+        sh,
+        "cargo run --locked -p rouse-loop --example foreign_ring -- 5000 32"
+    )
+    .run()?;
     for mode in ["handoff", "reuseport"] {
         cmd!(
             sh,
@@ -236,6 +246,8 @@ fn bad_arguments(sh: &Shell) -> anyhow::Result<()> {
         ("rouse-loop", "memory", &["0", "0"]),
         ("rouse-loop", "read_file", &["0"]),
         ("rouse-loop", "daemon", &[]),
+        ("rouse-loop", "aio_read", &["8", "10", "5000"]),
+        ("rouse-loop", "foreign_ring", &["0"]),
         ("rouse-loop", "daemon", &["--self-test", "0"]),
         ("rouse-loop", "read_file", &["--direct", "8", "x"]),
         ("rouse-poll", "wake_round_trip", &["0"]),

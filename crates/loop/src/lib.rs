@@ -23,6 +23,9 @@
 //! * **Async tasks** ([`Ctx::spawn_local`], [`LoopHandle::spawn`], and the
 //!   futures of [`task`]), woken through the loop's own list or its
 //!   functor queue.
+//! * **Completions from outside** through an eventfd: a ring the program
+//!   owns ([`Ctx::watch_ring`]) and Linux AIO ([`Ctx::watch_aio`]); see
+//!   [`bridges`].
 //!
 //! **A loop with work never blocks**: whatever queues a functor (another
 //! thread, a functor, an I/O or timer callback, or the loop's own thread
@@ -50,8 +53,10 @@
 //! group of loops, by handoff or `SO_REUSEPORT`; both take `--completions`
 //! for the server written with operations), `read_file` (random file reads
 //! on the loop: the kernel's on io_uring, a pool's on epoll, beside a
-//! `WorkerPool`), `daemon` (async tasks serving TCP, stopped cleanly by
-//! `SIGTERM`), and `memory` (what queued functors and pending timers
+//! `WorkerPool`), `aio_read` and `foreign_ring` (file reads completing on
+//! the loop through Linux AIO and through a ring of the program's own),
+//! `daemon` (async tasks serving TCP, stopped cleanly by `SIGTERM`), and
+//! `memory` (what queued functors and pending timers
 //! cost, and what comes back), each run with
 //! `cargo run --release -p rouse-loop --example NAME`; each prints its
 //! arguments with `--help`.
@@ -99,6 +104,7 @@ compile_error!(
     "rouse-loop supports Linux only: it is built on rouse-poll (epoll, eventfd, io_uring)"
 );
 
+pub mod bridges;
 mod error;
 mod event_loop;
 mod functors;

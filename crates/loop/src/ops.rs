@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasherDefault;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -27,7 +28,9 @@ use crate::Ctx;
 ///
 /// Unique in its loop: ids are never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct OpId(u64);
+pub struct OpId(op::OpId);
+
+type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<op::IdHasher>>;
 
 type BufDone = Box<dyn FnOnce(io::Result<usize>, Vec<u8>, &mut Ctx)>;
 type UnitDone = Box<dyn FnOnce(io::Result<()>, &mut Ctx)>;
@@ -56,10 +59,11 @@ enum Then {
 #[derive(Default)]
 pub(crate) struct Ops {
     /// By the poller's id of the request now in flight.
-    by_poll: HashMap<op::OpId, (OpId, Then)>,
-    /// The poller's id of each loop operation in flight.
-    current: HashMap<OpId, op::OpId>,
-    next: u64,
+    by_poll: IdMap<op::OpId, (OpId, Then)>,
+    /// The poller's id of a loop operation whose request is no longer its
+    /// first (a write continued after a partial one); an operation's id is
+    /// its first request's.
+    moved: IdMap<OpId, op::OpId>,
     /// Completions taken from the poller and not yet run (a callback that
     /// panicked leaves the rest here for the next iteration).
     backlog: std::collections::VecDeque<Completion>,
@@ -69,7 +73,7 @@ pub(crate) struct Ops {
 impl fmt::Debug for Ops {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ops")
-            .field("in_flight", &self.current.len())
+            .field("in_flight", &self.by_poll.len())
             .finish_non_exhaustive()
     }
 }
@@ -359,24 +363,23 @@ impl Ctx {
     ///
     /// The poller's (see [`Poller::cancel`](rouse_poll::Poller::cancel)).
     pub fn cancel_op(&mut self, id: OpId) -> io::Result<()> {
-        match self.ops.current.get(&id) {
-            Some(poll_id) => self.poller.cancel(*poll_id),
-            None => Ok(()),
+        let poll_id = self.ops.moved.get(&id).copied().unwrap_or(id.0);
+        match self.ops.by_poll.get(&poll_id) {
+            Some((owner, _)) if *owner == id => self.poller.cancel(poll_id),
+            _ => Ok(()),
         }
     }
 
     /// Operations submitted whose callback has not yet run for the last
     /// time.
     pub fn ops_in_flight(&self) -> usize {
-        self.ops.current.len()
+        self.ops.by_poll.len()
     }
 
     fn start_op(&mut self, op: Op, then: Then) -> io::Result<OpId> {
         let poll_id = self.poller.submit(op)?;
-        self.ops.next += 1;
-        let id = OpId(self.ops.next);
+        let id = OpId(poll_id);
         self.ops.by_poll.insert(poll_id, (id, then));
-        self.ops.current.insert(id, poll_id);
         Ok(id)
     }
 
@@ -410,7 +413,7 @@ impl Ctx {
         let (result, output) = c.into_parts();
         match then {
             Then::Buf(done) => {
-                self.ops.current.remove(&id);
+                self.ops.moved.remove(&id);
                 done(result, buf(output), self);
             }
             Then::All {
@@ -445,10 +448,10 @@ impl Ctx {
                         match self.poller.submit(op) {
                             Ok(next) => {
                                 self.ops.by_poll.insert(next, (id, then));
-                                self.ops.current.insert(id, next);
+                                self.ops.moved.insert(id, next);
                             }
                             Err(e) => {
-                                self.ops.current.remove(&id);
+                                self.ops.moved.remove(&id);
                                 let Then::All { done, .. } = then else {
                                     unreachable!()
                                 };
@@ -457,18 +460,18 @@ impl Ctx {
                         }
                     }
                     Ok(0) if !b.is_empty() => {
-                        self.ops.current.remove(&id);
+                        self.ops.moved.remove(&id);
                         let e = io::Error::new(io::ErrorKind::WriteZero, "wrote 0 bytes");
                         b.clear();
                         done(Err(partial(written, e)), b, self);
                     }
                     Ok(n) => {
-                        self.ops.current.remove(&id);
+                        self.ops.moved.remove(&id);
                         b.clear();
                         done(Ok(written + n), b, self);
                     }
                     Err(e) => {
-                        self.ops.current.remove(&id);
+                        self.ops.moved.remove(&id);
                         b.clear();
                         let e = if written > 0 { partial(written, e) } else { e };
                         done(Err(e), b, self);
@@ -476,7 +479,7 @@ impl Ctx {
                 }
             }
             Then::Unit(done) => {
-                self.ops.current.remove(&id);
+                self.ops.moved.remove(&id);
                 done(result.map(drop), self);
             }
             Then::Conn(mut on_conn) => {
@@ -492,7 +495,7 @@ impl Ctx {
                         }
                     });
                 } else {
-                    self.ops.current.remove(&id);
+                    self.ops.moved.remove(&id);
                     on_conn(value, self);
                 }
             }
@@ -509,7 +512,7 @@ impl Ctx {
                         }
                     });
                 } else {
-                    self.ops.current.remove(&id);
+                    self.ops.moved.remove(&id);
                     on_data(value, self);
                 }
             }

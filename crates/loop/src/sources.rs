@@ -246,6 +246,41 @@ impl Ctx {
         }
     }
 
+    /// The object of a source, to use in place (a watched ring to submit
+    /// to, say).
+    ///
+    /// # Errors
+    ///
+    /// As [`take_source`](Ctx::take_source): `NotFound`, `InvalidInput`
+    /// for another type, `ResourceBusy` from the source's own callback
+    /// (which has the object already).
+    pub fn source_mut<T: AsFd + 'static>(&mut self, id: SourceId) -> io::Result<&mut T> {
+        match self.sources.get_mut(id.slot()) {
+            Some(Slot::Occupied {
+                generation, entry, ..
+            }) if *generation == id.generation() => {
+                entry.io_mut().downcast_mut::<T>().ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "source {id:?} does not hold a {}",
+                            std::any::type_name::<T>()
+                        ),
+                    )
+                })
+            }
+            Some(Slot::Running {
+                generation,
+                removed: false,
+                ..
+            }) if *generation == id.generation() => Err(io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                "a source's object is its own callback's while that runs",
+            )),
+            _ => Err(no_source(id)),
+        }
+    }
+
     /// Removes a source and hands its object back.
     ///
     /// # Errors
@@ -400,6 +435,7 @@ pub(crate) trait AnySource {
     fn dispatch(&mut self, ready: Ready, cx: &mut Ctx);
     fn io_type(&self) -> TypeId;
     fn into_io(self: Box<Self>) -> Box<dyn Any>;
+    fn io_mut(&mut self) -> &mut dyn Any;
 }
 
 struct Entry<T, F> {
@@ -422,6 +458,10 @@ where
 
     fn io_type(&self) -> TypeId {
         TypeId::of::<T>()
+    }
+
+    fn io_mut(&mut self) -> &mut dyn Any {
+        &mut self.io
     }
 
     fn into_io(self: Box<Self>) -> Box<dyn Any> {

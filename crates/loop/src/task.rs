@@ -204,7 +204,11 @@ struct Task {
 /// The loop's tasks.
 #[derive(Default)]
 pub(crate) struct Tasks {
-    tasks: std::collections::HashMap<u64, Task>,
+    tasks: std::collections::HashMap<
+        u64,
+        Task,
+        std::hash::BuildHasherDefault<rouse_poll::op::IdHasher>,
+    >,
     /// The loop's side of the futures' requests (see [`Requests`]).
     requests: Rc<RefCell<Requests>>,
 }

@@ -76,7 +76,9 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("rouse-poll supports Linux only: it is built on epoll, eventfd and io_uring");
 
+pub mod aio;
 mod event;
+pub mod foreign;
 #[cfg(all(any(test, feature = "fuzzing"), not(loom)))]
 #[doc(hidden)]
 pub mod fuzz;
@@ -94,6 +96,10 @@ pub use poller::{
 pub use sys::features::PRETEND_MISSING_ENV as URING_PRETEND_MISSING_ENV;
 pub use sys::uring::URING_EPOLL_WAIT_ENV;
 pub use waker::Waker;
+
+/// The `io-uring` crate this one is built on, for rings of the caller's own
+/// (see `rouse_loop`'s `watch_ring`).
+pub use io_uring;
 
 /// Atomics that loom can model-check.
 mod sync {

@@ -348,6 +348,22 @@ impl Completion {
     }
 }
 
+/// A hasher for maps keyed by operation ids ([`OpId`], which count up):
+/// one multiplication (Fibonacci hashing), where the standard hasher's
+/// SipHash would cost more than the rest of an operation's bookkeeping.
+/// Ids are made by the poller, not chosen by a peer, so they need no
+/// defence against chosen keys.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::hash::BuildHasherDefault;
+/// use rouse_poll::op::{IdHasher, OpId};
+///
+/// let mut callbacks: HashMap<OpId, &str, BuildHasherDefault<IdHasher>> = HashMap::default();
+/// # let _ = &mut callbacks;
+/// ```
+pub type IdHasher = crate::sys::ops::IdHasher;
+
 /// The error of an operation cancelled before it took effect.
 pub(crate) fn cancelled() -> io::Error {
     io::Error::from_raw_os_error(libc::ECANCELED)

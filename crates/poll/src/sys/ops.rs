@@ -3,9 +3,35 @@
 //! the completions reaped and not yet taken.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 
 use crate::op::{Completion, Op, OpId, Output};
+
+/// A map keyed by ids that count up: hashed by one multiplication (the
+/// standard hasher's SipHash costs more than the rest of an operation's
+/// bookkeeping, and ids need no defence against chosen keys).
+pub(crate) type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
+/// Fibonacci hashing of a `u64` id (see `op::IdHasher`).
+#[derive(Default, Debug, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
 
 /// The operations in flight, by id. Ids count up from 1 and are never
 /// reused, so that a stale id names nothing (they stay below 2^62, which
@@ -13,7 +39,7 @@ use crate::op::{Completion, Op, OpId, Output};
 /// that is 146 years).
 #[derive(Debug, Default)]
 pub(crate) struct OpTable {
-    ops: HashMap<u64, Slot>,
+    ops: IdMap<Slot>,
     next: u64,
     /// Completions reaped, for [`Poller::take_completions`](crate::Poller::take_completions).
     pub(crate) ready: VecDeque<Completion>,
@@ -97,7 +123,7 @@ impl OpTable {
     /// Once a burst has drained, its memory comes back.
     fn shrink(&mut self) {
         if self.ops.is_empty() && self.ops.capacity() > 1024 {
-            self.ops = HashMap::new();
+            self.ops = IdMap::default();
         }
     }
 

@@ -111,7 +111,7 @@ pub(crate) struct UringDriver {
     direct: EpollDriver,
     /// What operations in flight need beside their own memory: the address
     /// of a connect, the form of a multishot accept, a cancel asked for.
-    pub(super) extras: std::collections::HashMap<u64, OpExtra>,
+    pub(super) extras: super::ops::IdMap<OpExtra>,
     /// Completions of operations, gathered while the queue is read.
     pub(super) op_cqes: Vec<OpCqe>,
     /// The provided-buffer ring of multishot receives, made on first use
@@ -226,7 +226,7 @@ impl Uring {
             retired: Vec::new(),
             spare: None,
             direct: EpollDriver::default(),
-            extras: std::collections::HashMap::new(),
+            extras: Default::default(),
             op_cqes: Vec::new(),
             bufring: None,
             counters: Default::default(),
