@@ -159,7 +159,7 @@ pub(crate) struct Header {
     /// The loop, to queue the task from other threads.
     shared: Arc<Shared>,
     /// Queued to be polled (set by a wake, cleared just before a poll).
-    queued: AtomicBool,
+    queued: Queued,
     aborted: AtomicBool,
 }
 
@@ -169,7 +169,7 @@ impl Wake for Header {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if self.queued.swap(true, Ordering::AcqRel) {
+        if !self.queued.wake() {
             return; // already queued
         }
         if self.shared.in_loop_thread() {
@@ -187,6 +187,31 @@ impl Wake for Header {
                 .shared
                 .push(Box::new(move |cx: &mut Ctx| cx.poll_task(id)));
         }
+    }
+}
+
+/// A task's "queued to be polled" flag. A wake queues the task only if it
+/// was not queued already; the loop clears the flag just before it polls
+/// the task, so that a wake during the poll queues it again. Both sides
+/// change it with one read-modify-write (acquire and release), so that
+/// what a waker published before waking is seen by the poll that follows,
+/// whether the waker queued the task or found it queued. The loom model
+/// below checks that no wake is lost.
+pub(crate) struct Queued(crate::sync::atomic::AtomicBool);
+
+impl Queued {
+    pub(crate) fn new(queued: bool) -> Queued {
+        Queued(crate::sync::atomic::AtomicBool::new(queued))
+    }
+
+    /// A wake: whether the caller must queue the task.
+    pub(crate) fn wake(&self) -> bool {
+        !self.0.swap(true, crate::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// Just before a poll.
+    pub(crate) fn claim(&self) {
+        self.0.swap(false, crate::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -306,7 +331,7 @@ impl Ctx {
         let Some(mut task) = self.tasks.tasks.remove(&id) else {
             return;
         };
-        task.header.queued.store(false, Ordering::Release);
+        task.header.queued.claim();
         if task.header.aborted.load(Ordering::Acquire) {
             self.drop_task(task);
             return;
@@ -482,7 +507,7 @@ fn new_handle<T>(shared: &Arc<Shared>) -> (JoinHandle<T>, Arc<Mutex<JoinState<T>
         shared: Arc::clone(shared),
         // Queued for its first poll by whoever inserts it; wakes meanwhile
         // are that poll's.
-        queued: AtomicBool::new(true),
+        queued: Queued::new(true),
         aborted: AtomicBool::new(false),
     });
     let state = Arc::new(Mutex::new(JoinState {
@@ -819,4 +844,60 @@ pub fn connect(socket: &SharedFd, addr: SocketAddr) -> OpFuture<io::Result<()>> 
         let id = cx.connect(&socket, addr, move |r, _| deliver(&s, r));
         started(&st, id, Err);
     })
+}
+
+#[cfg(all(test, loom))]
+mod loom_models {
+    //! `cargo xtask loom`, or
+    //! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p rouse-loop --release --lib loom_`
+
+    use super::Queued;
+    use loom::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    use loom::sync::{Arc, Mutex};
+    use std::collections::VecDeque;
+
+    /// A task queued once, woken from another thread (which publishes a
+    /// value first) while the loop takes it from the queue and polls it:
+    /// whatever the interleaving, a poll sees the value, and the task is
+    /// queued at most twice (its first queueing and this wake).
+    #[test]
+    fn loom_a_task_woken_during_its_poll_is_polled_again_and_sees_the_wake() {
+        loom::model(|| {
+            let queued = Arc::new(Queued::new(true));
+            let queue = Arc::new(Mutex::new(VecDeque::from([1u32])));
+            let data = Arc::new(AtomicUsize::new(0));
+            let pushes = Arc::new(AtomicUsize::new(1));
+            let waker = {
+                let (queued, queue, data, pushes) = (
+                    Arc::clone(&queued),
+                    Arc::clone(&queue),
+                    Arc::clone(&data),
+                    Arc::clone(&pushes),
+                );
+                loom::thread::spawn(move || {
+                    data.store(1, Relaxed);
+                    if queued.wake() {
+                        queue.lock().unwrap().push_back(1);
+                        pushes.fetch_add(1, Relaxed);
+                    }
+                })
+            };
+            // The loop: take the queue and poll what it holds.
+            let mut seen = 0;
+            let poll = |seen: &mut usize| {
+                let taken = queue.lock().unwrap().pop_front();
+                if taken.is_some() {
+                    queued.claim();
+                    *seen = data.load(Relaxed);
+                }
+            };
+            poll(&mut seen);
+            waker.join().unwrap();
+            // The loop's next iterations poll whatever was queued.
+            poll(&mut seen);
+            poll(&mut seen);
+            assert_eq!(seen, 1, "the wake was lost");
+            assert!(pushes.load(Relaxed) <= 2);
+        });
+    }
 }
