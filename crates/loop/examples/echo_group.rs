@@ -56,12 +56,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let wakes_before: u64 = group.handles().iter().map(|h| h.functor_wakes()).sum();
     let took = client.run(messages, size)?;
 
-    // Sources per loop: its connections, and its listener (or acceptor).
+    // Per loop, its connections and its listener (or acceptor): sources
+    // for the readiness server; for the completions server, operations in
+    // flight (at rest, one receive per connection and one accept).
     let mut per_loop = Vec::new();
     for h in group.handles() {
         let (tx, rx) = std::sync::mpsc::channel();
         h.queue_in_loop(move |cx| {
-            let _ = tx.send(cx.source_count());
+            let _ = tx.send(if completions {
+                cx.ops_in_flight()
+            } else {
+                cx.source_count()
+            });
         })?;
         per_loop.push(rx.recv()?);
     }
@@ -88,7 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let counts: Vec<usize> = per_loop
         .iter()
         .enumerate()
-        .map(|(i, n)| n - listeners.get(i).copied().unwrap_or(0))
+        .map(|(i, n)| n.saturating_sub(listeners.get(i).copied().unwrap_or(0)))
         .collect();
     println!("  connections per loop: {counts:?}");
     if handoff {
