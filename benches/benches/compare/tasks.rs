@@ -15,6 +15,8 @@ use crate::{Bench, Runner, peer_ok};
 thread_local! {
     static RAN: Cell<u64> = const { Cell::new(0) };
     static TARGET: Cell<u64> = const { Cell::new(0) };
+    static QUIT: std::cell::RefCell<Option<rouse_loop::LoopHandle>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// What every task does: count itself; true for the last one.
@@ -65,23 +67,30 @@ impl Runner for RouseSpawn {
     fn run(&mut self, total: u64) -> Duration {
         consumer(total);
         let mut lp = EventLoop::new().unwrap();
+        // The last task asks the loop to quit through the loop thread's
+        // handle, as tokio's notifies a static `Notify`: nothing is cloned
+        // per task.
+        QUIT.with(|q| *q.borrow_mut() = Some(lp.handle()));
         let handle = lp.handle();
-        let quit = lp.handle();
         let wakes = lp.functor_wakes();
         let took = timed(
             total,
             move || {
-                let quit = quit.clone();
                 handle
-                    .spawn(async move {
+                    .spawn(async {
                         if ran() {
-                            quit.quit().unwrap();
+                            QUIT.with(|q| {
+                                if let Some(h) = q.borrow().as_ref() {
+                                    h.quit().unwrap();
+                                }
+                            });
                         }
                     })
                     .unwrap();
             },
             || lp.run().unwrap(),
         );
+        QUIT.with(|q| q.borrow_mut().take());
         self.counts.add(Counts {
             ops: total,
             wakes: lp.functor_wakes() - wakes,

@@ -211,6 +211,7 @@ impl EventLoop {
             timers: Arc::clone(&timers),
             local_tasks: std::sync::Mutex::new(VecDeque::new()),
             next_task: AtomicU64::new(1),
+            task_inbox: Queue::new(),
         });
         Ok(EventLoop {
             cx: Ctx {

@@ -59,7 +59,10 @@ impl Ctx {
                 .held
                 .fetch_sub(std::mem::take(&mut self.ran), Ordering::Relaxed);
         }
-        self.shared.queue.take(&mut self.spare, &self.shared.held);
+        self.shared
+            .queue
+            .take(&mut self.spare, Some(&self.shared.held));
+        self.take_task_inbox();
         let taken = self.spare.len();
         self.backlog
             .extend(self.spare.drain(..).map(|f| f as LocalFunctor));

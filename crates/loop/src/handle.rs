@@ -40,6 +40,10 @@ pub(crate) struct Shared {
     pub(crate) local_tasks: Mutex<std::collections::VecDeque<u64>>,
     /// Numbers tasks, from any thread.
     pub(crate) next_task: AtomicU64,
+    /// Tasks spawned and woken from other threads: a queue of its own, with
+    /// the same coalesced wake as the functor queue's, so that neither
+    /// costs an allocation per item.
+    pub(crate) task_inbox: Queue<crate::task::Remote>,
 }
 
 impl Shared {
@@ -50,22 +54,32 @@ impl Shared {
     /// loop has taken it meanwhile: an error means it will not run, and a
     /// retry works.
     pub(crate) fn push(&self, f: Functor) -> Result<(), Error> {
-        match self.queue.push(f) {
+        self.push_to(&self.queue, f)
+    }
+
+    /// Puts a spawned task or a wake in the task inbox, as [`push`](Shared::push)
+    /// queues a functor.
+    pub(crate) fn push_task(&self, item: crate::task::Remote) -> Result<(), Error> {
+        self.push_to(&self.task_inbox, item)
+    }
+
+    fn push_to<T>(&self, queue: &Queue<T>, item: T) -> Result<(), Error> {
+        match queue.push(item) {
             Pushed::Queued => Ok(()),
             Pushed::Wake(ticket) => {
                 self.wake_for_functor()
-                    .or_else(|e| match self.queue.retract(ticket) {
-                        Some(f) => {
-                            drop(f);
+                    .or_else(|e| match queue.retract(ticket) {
+                        Some(item) => {
+                            drop(item);
                             Err(e)
                         }
                         // The loop took it, so it is awake and will run it.
-                        None if !self.queue.is_closed() => Ok(()),
+                        None if !queue.is_closed() => Ok(()),
                         None => Err(Error::LoopGone),
                     })
             }
-            Pushed::Closed(f) => {
-                drop(f);
+            Pushed::Closed(item) => {
+                drop(item);
                 Err(Error::LoopGone)
             }
         }

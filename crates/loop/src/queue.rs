@@ -109,14 +109,17 @@ impl<T> Queue<T> {
     /// of every item, and producers push into a vector that already has
     /// room; `spare` comes back holding the items.
     ///
-    /// `held` (the loop's count of functors taken and not yet run) grows by
+    /// `held` (the loop's count of functors taken and not yet run), if
+    /// given, grows by
     /// the number taken while the lock is held, so that the queue's length
     /// plus `held` never undercounts, whenever another thread reads them.
-    pub(crate) fn take(&self, spare: &mut Vec<T>, held: &AtomicUsize) {
+    pub(crate) fn take(&self, spare: &mut Vec<T>, held: Option<&AtomicUsize>) {
         debug_assert!(spare.is_empty());
         let mut q = self.lock();
         std::mem::swap(&mut q.items, spare);
-        held.fetch_add(spare.len(), Ordering::Relaxed);
+        if let Some(held) = held {
+            held.fetch_add(spare.len(), Ordering::Relaxed);
+        }
         q.woken = false;
         q.takes += 1;
     }
@@ -125,7 +128,7 @@ impl<T> Queue<T> {
     /// [`take`](Queue::take); empty again on return).
     #[cfg(test)]
     pub(crate) fn drain_into(&self, out: &mut std::collections::VecDeque<T>, spare: &mut Vec<T>) {
-        self.take(spare, &AtomicUsize::new(0));
+        self.take(spare, None);
         out.extend(spare.drain(..));
     }
 

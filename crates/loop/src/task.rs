@@ -7,9 +7,14 @@
 //!   task's result.
 //! * A task woken **on the loop thread** is queued in the loop's own list:
 //!   no lock shared with other threads, no system call. A task woken **from
-//!   another thread** is queued through the loop's functor queue: no system
-//!   call while the loop is awake, at most one per park (the functor
-//!   queue's coalesced wake). A task already queued is not queued again.
+//!   another thread** is queued through the loop's task inbox, a queue like
+//!   the functor queue with the same coalesced wake: no system call while
+//!   the loop is awake, at most one per park, and no allocation. A task
+//!   already queued is not queued again.
+//! * A task spawned from another thread costs two allocations, both made
+//!   by the spawning thread: one for its future, one shared by its join
+//!   handle, its wakers and the loop. The loop takes it in without
+//!   allocating.
 //! * A task that panics unwinds out of [`run`](crate::EventLoop::run) with
 //!   its payload, as a functor does; its join handle then says
 //!   [`JoinError::Panicked`].
@@ -46,6 +51,7 @@
 //! # std::io::Result::Ok(())
 //! ```
 
+use std::borrow::Borrow;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
@@ -88,7 +94,7 @@ impl fmt::Display for JoinError {
 
 impl std::error::Error for JoinError {}
 
-/// What a task and its join handle share.
+/// What a task and its join handle share of its result.
 struct JoinState<T> {
     result: Option<Result<T, JoinError>>,
     /// The task awaiting the handle.
@@ -102,8 +108,32 @@ struct JoinState<T> {
 /// Dropping the handle detaches the task (it runs on). `Send` when the
 /// result is.
 pub struct JoinHandle<T> {
-    state: Arc<Mutex<JoinState<T>>>,
-    header: Arc<Header>,
+    cell: JoinCell<T>,
+}
+
+/// The cell a join handle shares with its task.
+enum JoinCell<T> {
+    /// A task spawned from another thread: its cell is its wakers' too.
+    Sent(Arc<TaskCell<T, Header>>),
+    /// A task spawned on the loop thread, whose result need not be `Send`:
+    /// its wakers share only its header.
+    Local(Arc<TaskCell<T, Arc<Header>>>),
+}
+
+impl<T> JoinCell<T> {
+    fn header(&self) -> &Header {
+        match self {
+            JoinCell::Sent(c) => c.header.borrow(),
+            JoinCell::Local(c) => c.header.borrow(),
+        }
+    }
+
+    fn state(&self) -> &Mutex<JoinState<T>> {
+        match self {
+            JoinCell::Sent(c) => &c.state,
+            JoinCell::Local(c) => &c.state,
+        }
+    }
 }
 
 impl<T> JoinHandle<T> {
@@ -117,12 +147,13 @@ impl<T> JoinHandle<T> {
     /// future is dropped on the loop thread, with what it waits on, and the
     /// handle then says [`JoinError::Cancelled`] (unless it had finished).
     pub fn abort(&self) {
-        self.header.aborted.store(true, Ordering::Release);
-        Waker::from(Arc::clone(&self.header)).wake();
+        let header = self.cell.header();
+        header.aborted.store(true, Ordering::Release);
+        header.wake();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, JoinState<T>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.cell.state().lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -153,7 +184,7 @@ impl<T> fmt::Debug for JoinHandle<T> {
     }
 }
 
-/// A task's identity and wake state, shared with its wakers.
+/// A task's identity and wake state.
 pub(crate) struct Header {
     id: u64,
     /// The loop, to queue the task from other threads.
@@ -163,12 +194,9 @@ pub(crate) struct Header {
     aborted: AtomicBool,
 }
 
-impl Wake for Header {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
+impl Header {
+    /// Queues the task to be polled, unless it is queued already.
+    fn wake(&self) {
         if !self.queued.wake() {
             return; // already queued
         }
@@ -180,14 +208,19 @@ impl Wake for Header {
                 .unwrap_or_else(|e| e.into_inner())
                 .push_back(self.id);
         } else {
-            let id = self.id;
-            // Through the functor queue: coalesced wakes. A loop that is
-            // gone has dropped the task: nothing to do.
-            let _ = self
-                .shared
-                .push(Box::new(move |cx: &mut Ctx| cx.poll_task(id)));
+            // Through the task inbox: coalesced wakes. A loop that is gone
+            // has dropped the task: nothing to do.
+            let _ = self.shared.push_task(Remote::Wake(self.id));
         }
     }
+}
+
+/// What reaches a loop's task inbox from other threads.
+pub(crate) enum Remote {
+    /// A task spawned by [`LoopHandle::spawn`].
+    Spawn(SentTask),
+    /// Task `id`, woken.
+    Wake(u64),
 }
 
 /// A task's "queued to be polled" flag. A wake queues the task only if it
@@ -215,15 +248,71 @@ impl Queued {
     }
 }
 
+/// What a task's join handle and its loop share: its header (inline, or
+/// shared with its wakers) and its result.
+struct TaskCell<T, H> {
+    header: H,
+    state: Mutex<JoinState<T>>,
+}
+
+/// The loop's view of a task's cell.
+trait Settle {
+    fn header(&self) -> &Header;
+
+    /// Settles the join handle with `why`, unless it has a result.
+    fn settle(&self, why: JoinError);
+}
+
+impl<T, H: Borrow<Header>> Settle for TaskCell<T, H> {
+    fn header(&self) -> &Header {
+        self.header.borrow()
+    }
+
+    fn settle(&self, why: JoinError) {
+        finish(&self.state, Err(why));
+    }
+}
+
+/// A task spawned from another thread is woken through its cell: one
+/// allocation for its header, its result and its wakers.
+impl<T: Send + 'static> Wake for TaskCell<T, Header> {
+    fn wake(self: Arc<Self>) {
+        self.header.wake();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.header.wake();
+    }
+}
+
+/// A task spawned on the loop thread is woken through its header.
+impl Wake for Header {
+    fn wake(self: Arc<Self>) {
+        Header::wake(&self);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        Header::wake(self);
+    }
+}
+
 type BoxFuture = Pin<Box<dyn Future<Output = ()>>>;
 
-struct Task {
-    future: BoxFuture,
+/// A task spawned from another thread, on its way to the loop: made whole
+/// there, so that the loop allocates nothing to take it in.
+pub(crate) struct SentTask {
+    /// The task's future, which settles its join handle when it finishes.
+    future: Pin<Box<dyn Future<Output = ()> + Send>>,
+    cell: Arc<dyn Settle + Send + Sync>,
     waker: Waker,
-    header: Arc<Header>,
-    /// Settles the join handle of a task that did not finish: panicked or
-    /// cancelled.
-    settle: Box<dyn Fn(JoinError)>,
+}
+
+/// A task as the loop holds it.
+struct Task {
+    /// The task's future, which settles its join handle when it finishes.
+    future: BoxFuture,
+    cell: Arc<dyn Settle>,
+    waker: Waker,
 }
 
 /// The loop's tasks.
@@ -234,15 +323,33 @@ pub(crate) struct Tasks {
         Task,
         std::hash::BuildHasherDefault<rouse_poll::op::IdHasher>,
     >,
+    /// Tasks spawned and not yet polled: kept out of the table until their
+    /// first poll, which most finish in, so that a burst of spawns costs the
+    /// table nothing.
+    new: VecDeque<Task>,
+    /// How many tasks at the front of `new` this task phase polls (those
+    /// spawned while it runs wait for the next one).
+    new_turns: usize,
+    /// The woken tasks this task phase polls (taken from
+    /// `Shared::local_tasks` as it starts); what a panic leaves here, and
+    /// in `new_turns`, is polled first in the next phase.
+    running: VecDeque<u64>,
+    /// The task inbox's vector, swapped in and out (see `Queue::take`).
+    inbox: Vec<Remote>,
     /// The loop's side of the futures' requests (see [`Requests`]).
     requests: Rc<RefCell<Requests>>,
 }
 
+impl Tasks {
+    /// Tasks that exist: polled and pending, or not yet polled.
+    fn live(&self) -> usize {
+        self.tasks.len() + self.new.len()
+    }
+}
+
 impl fmt::Debug for Tasks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tasks")
-            .field("live", &self.tasks.len())
-            .finish()
+        f.debug_struct("Tasks").field("live", &self.live()).finish()
     }
 }
 
@@ -255,131 +362,154 @@ impl Ctx {
         F: Future + 'static,
         F::Output: 'static,
     {
-        let (handle, state) = new_handle(&self.shared);
-        let header = Arc::clone(&handle.header);
-        self.insert_task(header, future, state);
+        let (task, handle) = local_task(&self.shared, future);
+        self.insert_task(task);
         handle
     }
 
     /// Takes a task in and queues its first poll.
-    fn insert_task<F>(
-        &mut self,
-        header: Arc<Header>,
-        future: F,
-        state: Arc<Mutex<JoinState<F::Output>>>,
-    ) where
-        F: Future + 'static,
-        F::Output: 'static,
-    {
-        let id = header.id;
-        let st = Arc::clone(&state);
-        let future: BoxFuture = Box::pin(async move {
-            let out = future.await;
-            finish(&st, Ok(out));
-        });
-        let settle: Box<dyn Fn(JoinError)> = Box::new(move |e| finish(&state, Err(e)));
-        self.tasks.tasks.insert(
-            id,
-            Task {
-                future,
-                waker: Waker::from(Arc::clone(&header)),
-                header,
-                settle,
-            },
-        );
-        self.shared
+    fn insert_task(&mut self, task: Task) {
+        self.tasks.new.push_back(task);
+    }
+
+    /// Takes what other threads put in the task inbox: new tasks and wakes,
+    /// queued to be polled in this iteration's task phase.
+    pub(crate) fn take_task_inbox(&mut self) {
+        self.shared.task_inbox.take(&mut self.tasks.inbox, None);
+        if self.tasks.inbox.is_empty() {
+            return;
+        }
+        let mut ready = self
+            .shared
             .local_tasks
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(id);
+            .unwrap_or_else(|e| e.into_inner());
+        for item in self.tasks.inbox.drain(..) {
+            match item {
+                Remote::Wake(id) => ready.push_back(id),
+                Remote::Spawn(sent) => self.tasks.new.push_back(sent.into()),
+            }
+        }
     }
 
     /// Tasks that exist (spawned, not yet finished or dropped).
     pub fn task_count(&self) -> usize {
-        self.tasks.tasks.len()
+        self.tasks.live()
     }
 
     /// Whether tasks are queued to be polled (so that the loop must not
     /// block).
     pub(crate) fn tasks_waiting(&self) -> bool {
-        !self
-            .shared
-            .local_tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
+        !self.tasks.running.is_empty()
+            || !self.tasks.new.is_empty()
+            || !self
+                .shared
+                .local_tasks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
     }
 
     /// Polls the tasks queued on the loop thread (those queued while this
     /// runs wait for the next iteration, so that a task that wakes itself
     /// cannot starve the rest of the loop).
     pub(crate) fn run_tasks(&mut self) {
-        let ready: VecDeque<u64> = std::mem::take(
-            &mut *self
-                .shared
-                .local_tasks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        for id in ready {
-            self.poll_task(id);
+        if self.tasks.new_turns == 0 && self.tasks.running.is_empty() {
+            self.tasks.new_turns = self.tasks.new.len();
+            self.tasks.running.extend(
+                self.shared
+                    .local_tasks
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .drain(..),
+            );
+            if self.tasks.new_turns == 0 && self.tasks.running.is_empty() {
+                return;
+            }
+        }
+        let _current = self.enter_tasks();
+        while self.tasks.new_turns > 0 {
+            self.tasks.new_turns -= 1;
+            let task = self.tasks.new.pop_front().expect("counted task");
+            self.poll_task(task);
+        }
+        while let Some(id) = self.tasks.running.pop_front() {
+            // A task woken and finished or dropped since is gone.
+            if let Some(task) = self.tasks.tasks.remove(&id) {
+                self.poll_task(task);
+            }
         }
     }
 
-    /// Polls task `id` once, if it still exists.
-    pub(crate) fn poll_task(&mut self, id: u64) {
-        let Some(mut task) = self.tasks.tasks.remove(&id) else {
-            return;
-        };
-        task.header.queued.claim();
-        if task.header.aborted.load(Ordering::Acquire) {
+    /// Polls a task once (with the loop entered:
+    /// [`enter_tasks`](Ctx::enter_tasks)); it goes back to the table if it
+    /// is pending.
+    fn poll_task(&mut self, mut task: Task) {
+        task.cell.header().queued.claim();
+        if task.cell.header().aborted.load(Ordering::Acquire) {
             self.drop_task(task);
             return;
         }
-        let outcome = self.with_requests(|| {
-            let mut cx = Context::from_waker(&task.waker);
-            catch_unwind(AssertUnwindSafe(|| task.future.as_mut().poll(&mut cx)))
-        });
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            task.future
+                .as_mut()
+                .poll(&mut Context::from_waker(&task.waker))
+        }));
+        self.apply_requests();
         match outcome {
             Ok(Poll::Pending) => {
-                self.tasks.tasks.insert(id, task);
+                self.tasks.tasks.insert(task.cell.header().id, task);
             }
             Ok(Poll::Ready(())) => {}
             Err(payload) => {
-                (task.settle)(JoinError::Panicked);
-                self.with_requests(|| drop(task));
+                task.cell.settle(JoinError::Panicked);
+                drop(task);
+                self.apply_requests();
                 resume_unwind(payload);
             }
         }
     }
 
-    /// Runs `f` with this loop's requests current (so that futures polled
-    /// or dropped in it reach the loop), then carries them out.
-    fn with_requests<R>(&mut self, f: impl FnOnce() -> R) -> R {
+    /// Makes this loop the one whose tasks are being polled on this thread
+    /// (so that futures polled or dropped reach it) until the guard goes.
+    fn enter_tasks(&self) -> Entered {
         let current = Current {
             requests: Rc::clone(&self.tasks.requests),
             shared: Arc::clone(&self.shared),
         };
-        let previous = CURRENT.with(|c| c.replace(Some(current)));
-        let out = f();
-        CURRENT.with(|c| c.replace(previous));
-        self.apply_requests();
-        out
+        Entered(CURRENT.with(|c| c.replace(Some(current))))
     }
 
+    /// Drops a task (with the loop entered): its join handle is settled as
+    /// cancelled, and its future goes, with what it waits on (whose drops
+    /// ask the loop to cancel timers, registrations and operations).
     fn drop_task(&mut self, task: Task) {
-        (task.settle)(JoinError::Cancelled);
-        // Its future goes, and with it what it waits on (whose drops ask
-        // the loop to cancel timers, registrations and operations).
-        self.with_requests(|| drop(task));
+        task.cell.settle(JoinError::Cancelled);
+        drop(task);
+        self.apply_requests();
     }
 
     /// Drops every task (the loop is going): their futures are dropped on
-    /// the loop thread.
+    /// the loop thread. Tasks spawned from other threads and still in the
+    /// inbox go too; the inbox is closed, so that later spawns and wakes
+    /// fail with [`Error::LoopGone`].
     pub(crate) fn drop_tasks(&mut self) {
-        let ids: Vec<u64> = self.tasks.tasks.keys().copied().collect();
-        for id in ids {
-            if let Some(t) = self.tasks.tasks.remove(&id) {
+        for item in self.shared.task_inbox.close() {
+            if let Remote::Spawn(sent) = item {
+                self.tasks.new.push_back(sent.into());
+            }
+        }
+        let _current = self.enter_tasks();
+        // Until none is left: a future's drop may spawn another.
+        loop {
+            let mut all: Vec<Task> = self.tasks.tasks.drain().map(|(_, t)| t).collect();
+            all.extend(self.tasks.new.drain(..));
+            self.tasks.new_turns = 0;
+            self.tasks.running.clear();
+            if all.is_empty() {
+                return;
+            }
+            for t in all {
                 self.drop_task(t);
             }
         }
@@ -400,11 +530,24 @@ impl Ctx {
     }
 }
 
+/// The loop entered by [`Ctx::enter_tasks`]; restores the one before it
+/// when dropped (unwinding included).
+struct Entered(Option<Current>);
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        CURRENT.with(|c| c.replace(previous));
+    }
+}
+
 thread_local! {
     /// The requests of the loop whose task is being polled on this thread.
     static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
 }
 
+/// Settles a join state: keeps `result` for the handle, unless the handle
+/// has a result already or has taken one.
 fn finish<T>(state: &Mutex<JoinState<T>>, result: Result<T, JoinError>) {
     let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
     if st.result.is_some() || st.taken {
@@ -467,9 +610,8 @@ where
     F: Future + 'static,
     F::Output: 'static,
 {
-    let (handle, state) = new_handle(&current().shared);
-    let header = Arc::clone(&handle.header);
-    request(move |cx| cx.insert_task(header, future, state));
+    let (task, handle) = local_task(&current().shared, future);
+    request(move |cx| cx.insert_task(task));
     handle
 }
 
@@ -480,7 +622,8 @@ fn in_task() -> bool {
 
 impl LoopHandle {
     /// Runs `future` on the loop thread, from any thread: it is queued
-    /// through the functor queue, as its wakes from other threads are.
+    /// through the loop's task inbox, as its wakes from other threads are
+    /// (a queue like the functor queue, with the same coalesced wake).
     ///
     /// # Errors
     ///
@@ -491,36 +634,96 @@ impl LoopHandle {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let (handle, state) = new_handle(&self.shared);
-        let header = Arc::clone(&handle.header);
-        self.shared.push(Box::new(move |cx: &mut Ctx| {
-            cx.insert_task(header, future, state);
-        }))?;
+        let (task, handle) = sent_task(&self.shared, future);
+        self.shared.push_task(Remote::Spawn(task))?;
         Ok(handle)
     }
 }
 
-/// A new task's header and join handle, with its id from the loop's count.
-fn new_handle<T>(shared: &Arc<Shared>) -> (JoinHandle<T>, Arc<Mutex<JoinState<T>>>) {
-    let header = Arc::new(Header {
+impl From<SentTask> for Task {
+    fn from(t: SentTask) -> Task {
+        Task {
+            future: t.future,
+            cell: t.cell,
+            waker: t.waker,
+        }
+    }
+}
+
+/// A new task's header, with its id from the loop's count; queued for its
+/// first poll by whoever takes the task in (wakes meanwhile are that
+/// poll's).
+fn header(shared: &Arc<Shared>) -> Header {
+    Header {
         id: shared.next_task.fetch_add(1, Ordering::Relaxed),
         shared: Arc::clone(shared),
-        // Queued for its first poll by whoever inserts it; wakes meanwhile
-        // are that poll's.
         queued: Queued::new(true),
         aborted: AtomicBool::new(false),
-    });
-    let state = Arc::new(Mutex::new(JoinState {
+    }
+}
+
+fn join_state<T>() -> Mutex<JoinState<T>> {
+    Mutex::new(JoinState {
         result: None,
         waiter: None,
         taken: false,
-    }));
+    })
+}
+
+/// A task for the loop thread, and its join handle: its wakers share its
+/// header, its handle its result (which need not be `Send`).
+fn local_task<F>(shared: &Arc<Shared>, future: F) -> (Task, JoinHandle<F::Output>)
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    let header = Arc::new(header(shared));
+    let cell = Arc::new(TaskCell {
+        header: Arc::clone(&header),
+        state: join_state(),
+    });
+    let c = Arc::clone(&cell);
+    let task = Task {
+        future: Box::pin(async move {
+            let out = future.await;
+            finish(&c.state, Ok(out));
+        }),
+        cell: Arc::clone(&cell) as Arc<dyn Settle>,
+        waker: Waker::from(header),
+    };
     (
+        task,
         JoinHandle {
-            state: Arc::clone(&state),
-            header,
+            cell: JoinCell::Local(cell),
         },
-        state,
+    )
+}
+
+/// A task made on another thread, and its join handle: two allocations,
+/// its cell (header, result, wakers) and its future.
+fn sent_task<F>(shared: &Arc<Shared>, future: F) -> (SentTask, JoinHandle<F::Output>)
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let cell = Arc::new(TaskCell {
+        header: header(shared),
+        state: join_state(),
+    });
+    let c = Arc::clone(&cell);
+    let task = SentTask {
+        future: Box::pin(async move {
+            let out = future.await;
+            finish(&c.state, Ok(out));
+        }),
+        cell: Arc::clone(&cell) as Arc<dyn Settle + Send + Sync>,
+        waker: Waker::from(Arc::clone(&cell)),
+    };
+    (
+        task,
+        JoinHandle {
+            cell: JoinCell::Sent(cell),
+        },
     )
 }
 

@@ -224,6 +224,64 @@ fn a_panicking_task_unwinds_out_of_run_and_its_handle_says_so() {
     lp.run_once(Some(Duration::ZERO)).unwrap();
 }
 
+/// A panic unwinds out of `run` in the middle of a task phase: the tasks
+/// queued behind the one that panicked keep their turn (their wakes are not
+/// lost with the phase), and each runs exactly once.
+#[test]
+fn the_tasks_queued_behind_a_panicking_one_still_run_once() {
+    let mut lp = new_loop();
+    let ran = Rc::new(Cell::new(0));
+    let mut jobs = Vec::new();
+    for i in 0..5 {
+        let r = Rc::clone(&ran);
+        jobs.push(lp.spawn_local(async move {
+            if i == 1 {
+                panic!("the second task");
+            }
+            r.set(r.get() + 1);
+        }));
+    }
+    let p = catch_unwind(AssertUnwindSafe(|| lp.run_once(Some(Duration::ZERO)))).unwrap_err();
+    assert_eq!(*p.downcast::<&str>().unwrap(), "the second task");
+    assert_eq!(ran.get(), 1, "the first ran before the panic");
+    for _ in 0..3 {
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+    }
+    assert_eq!(ran.get(), 4, "the three behind the panic ran, once each");
+    assert_eq!(lp.task_count(), 0);
+    let outcomes: Vec<_> = jobs.into_iter().map(futures_ready).collect();
+    assert_eq!(
+        outcomes,
+        [Ok(()), Err(JoinError::Panicked), Ok(()), Ok(()), Ok(())]
+    );
+}
+
+/// A task spawned from another thread and not yet taken in when the loop is
+/// dropped: its handle says it was cancelled (it does not wait forever),
+/// and its future is dropped.
+#[test]
+fn a_task_spawned_from_afar_and_never_taken_in_is_cancelled_with_its_loop() {
+    let lp = new_loop();
+    let handle = lp.handle();
+    let (dropped_tx, dropped_rx) = std::sync::mpsc::channel::<()>();
+    let job = std::thread::spawn(move || {
+        handle
+            .spawn(async move {
+                let _tell = dropped_tx;
+                7
+            })
+            .unwrap()
+    })
+    .join()
+    .unwrap();
+    assert!(!job.is_finished());
+    drop(lp);
+    assert!(job.is_finished());
+    assert_eq!(futures_ready(job), Err(JoinError::Cancelled));
+    // The future (and the sender it held) is gone.
+    assert!(dropped_rx.recv().is_err());
+}
+
 #[test]
 fn readiness_and_operations_are_awaited() {
     let mut lp = new_loop();
