@@ -105,8 +105,8 @@ struct JoinState<T> {
 
 /// A task's result, as a future; also how to abort it.
 ///
-/// Dropping the handle detaches the task (it runs on). `Send` when the
-/// result is.
+/// Dropping the handle detaches the task: it runs on, and its result is
+/// dropped on the loop thread when it comes. `Send` when the result is.
 pub struct JoinHandle<T> {
     cell: JoinCell<T>,
 }
@@ -133,6 +133,20 @@ impl<T> JoinCell<T> {
             JoinCell::Sent(c) => &c.state,
             JoinCell::Local(c) => &c.state,
         }
+    }
+
+    fn detached(&self) -> &AtomicBool {
+        match self {
+            JoinCell::Sent(c) => &c.detached,
+            JoinCell::Local(c) => &c.detached,
+        }
+    }
+}
+
+/// Detaches the task: its result, when it comes, is dropped at once.
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        self.cell.detached().store(true, Ordering::Release);
     }
 }
 
@@ -253,6 +267,39 @@ impl Queued {
 struct TaskCell<T, H> {
     header: H,
     state: Mutex<JoinState<T>>,
+    /// The join handle is gone: the result has no reader, and is dropped
+    /// where it is made, without the lock.
+    detached: AtomicBool,
+}
+
+impl<T, H> TaskCell<T, H> {
+    fn new(header: H) -> Self {
+        TaskCell {
+            header,
+            state: Mutex::new(JoinState {
+                result: None,
+                waiter: None,
+                taken: false,
+            }),
+            detached: AtomicBool::new(false),
+        }
+    }
+
+    /// Hands `result` to the join handle, unless it has one or is gone.
+    fn finish(&self, result: Result<T, JoinError>) {
+        if self.detached.load(Ordering::Acquire) {
+            return;
+        }
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.result.is_some() || st.taken {
+            return;
+        }
+        st.result = Some(result);
+        if let Some(w) = st.waiter.take() {
+            drop(st);
+            w.wake();
+        }
+    }
 }
 
 /// The loop's view of a task's cell.
@@ -269,7 +316,7 @@ impl<T, H: Borrow<Header>> Settle for TaskCell<T, H> {
     }
 
     fn settle(&self, why: JoinError) {
-        finish(&self.state, Err(why));
+        self.finish(Err(why));
     }
 }
 
@@ -548,18 +595,6 @@ thread_local! {
 
 /// Settles a join state: keeps `result` for the handle, unless the handle
 /// has a result already or has taken one.
-fn finish<T>(state: &Mutex<JoinState<T>>, result: Result<T, JoinError>) {
-    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
-    if st.result.is_some() || st.taken {
-        return;
-    }
-    st.result = Some(result);
-    if let Some(w) = st.waiter.take() {
-        drop(st);
-        w.wake();
-    }
-}
-
 /// The loop whose task is being polled on this thread: its requests, and
 /// what it shares with its handles (for tasks spawned from tasks).
 #[derive(Clone)]
@@ -662,14 +697,6 @@ fn header(shared: &Arc<Shared>) -> Header {
     }
 }
 
-fn join_state<T>() -> Mutex<JoinState<T>> {
-    Mutex::new(JoinState {
-        result: None,
-        waiter: None,
-        taken: false,
-    })
-}
-
 /// A task for the loop thread, and its join handle: its wakers share its
 /// header, its handle its result (which need not be `Send`).
 fn local_task<F>(shared: &Arc<Shared>, future: F) -> (Task, JoinHandle<F::Output>)
@@ -678,15 +705,12 @@ where
     F::Output: 'static,
 {
     let header = Arc::new(header(shared));
-    let cell = Arc::new(TaskCell {
-        header: Arc::clone(&header),
-        state: join_state(),
-    });
+    let cell = Arc::new(TaskCell::new(Arc::clone(&header)));
     let c = Arc::clone(&cell);
     let task = Task {
         future: Box::pin(async move {
             let out = future.await;
-            finish(&c.state, Ok(out));
+            c.finish(Ok(out));
         }),
         cell: Arc::clone(&cell) as Arc<dyn Settle>,
         waker: Waker::from(header),
@@ -706,15 +730,12 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let cell = Arc::new(TaskCell {
-        header: header(shared),
-        state: join_state(),
-    });
+    let cell = Arc::new(TaskCell::new(header(shared)));
     let c = Arc::clone(&cell);
     let task = SentTask {
         future: Box::pin(async move {
             let out = future.await;
-            finish(&c.state, Ok(out));
+            c.finish(Ok(out));
         }),
         cell: Arc::clone(&cell) as Arc<dyn Settle + Send + Sync>,
         waker: Waker::from(Arc::clone(&cell)),

@@ -282,6 +282,80 @@ fn a_task_spawned_from_afar_and_never_taken_in_is_cancelled_with_its_loop() {
     assert!(dropped_rx.recv().is_err());
 }
 
+/// Records, when dropped, on which thread it was.
+struct Output(std::sync::mpsc::Sender<std::thread::ThreadId>);
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        let _ = self.0.send(std::thread::current().id());
+    }
+}
+
+/// Keeps a clone of its task's waker in `slot` (so that the task's cell
+/// outlives the task), then finishes on its next poll.
+struct KeepWaker {
+    slot: Arc<Mutex<Vec<Waker>>>,
+    polled: bool,
+}
+
+impl Future for KeepWaker {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.polled {
+            return Poll::Ready(());
+        }
+        self.polled = true;
+        self.slot.lock().unwrap().push(cx.waker().clone());
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// A task whose handle was dropped (detached, from another thread or from
+/// the loop's) drops its result on the loop thread as the result comes,
+/// not when the last reference to the task goes (here, a waker kept).
+#[test]
+fn a_detached_tasks_result_is_dropped_on_the_loop_thread_as_it_comes() {
+    let mut lp = new_loop();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wakers = Arc::new(Mutex::new(Vec::new()));
+    let handle = lp.handle();
+    let (tx2, slot) = (tx.clone(), Arc::clone(&wakers));
+    std::thread::spawn(move || {
+        let job = handle.spawn(async move {
+            KeepWaker {
+                slot,
+                polled: false,
+            }
+            .await;
+            Output(tx2)
+        });
+        drop(job.unwrap());
+    })
+    .join()
+    .unwrap();
+    let slot = Arc::clone(&wakers);
+    drop(lp.spawn_local(async move {
+        KeepWaker {
+            slot,
+            polled: false,
+        }
+        .await;
+        Output(tx)
+    }));
+    let quit = lp.handle();
+    lp.spawn_local(async move {
+        task::sleep(Duration::from_millis(5)).await;
+        quit.quit().unwrap();
+    });
+    lp.run().unwrap();
+    let me = std::thread::current().id();
+    let dropped: Vec<_> = rx.try_iter().collect();
+    assert_eq!(dropped, [me, me], "both results dropped, here, during run");
+    assert_eq!(wakers.lock().unwrap().len(), 2, "the wakers are still held");
+}
+
 #[test]
 fn readiness_and_operations_are_awaited() {
     let mut lp = new_loop();
