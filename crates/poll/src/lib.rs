@@ -67,7 +67,7 @@
 //!
 //! # Environment
 //!
-//! * `ROUSE_BACKEND=epoll|io_uring` sets the backend of [`Poller::new`];
+//! * `ROUSE_BACKEND=epoll|io_uring|auto` sets the backend of [`Poller::new`];
 //! * `ROUSE_URING_WAKE=eventfd|msg_ring` picks the io_uring wake path;
 //! * `ROUSE_FORCE_PIPE=1` makes the wake fd a pipe instead of an eventfd.
 #![deny(unsafe_code)]

@@ -425,8 +425,9 @@ pub(crate) struct WakerSlot {
 impl Poller {
     /// Creates a poller on epoll.
     ///
-    /// [`BACKEND_ENV`] (`ROUSE_BACKEND=epoll` or `io_uring`) overrides the
-    /// choice, so that a whole test suite can run on either backend.
+    /// [`BACKEND_ENV`] (`ROUSE_BACKEND=epoll`, `io_uring` or `auto`)
+    /// overrides the choice, so that a whole test suite can run on either
+    /// backend.
     ///
     /// # Errors
     ///
