@@ -413,7 +413,7 @@ impl Ctx {
         let (result, output) = c.into_parts();
         match then {
             Then::Buf(done) => {
-                self.ops.moved.remove(&id);
+                self.forget_moved(id);
                 done(result, buf(output), self);
             }
             Then::All {
@@ -451,7 +451,7 @@ impl Ctx {
                                 self.ops.moved.insert(id, next);
                             }
                             Err(e) => {
-                                self.ops.moved.remove(&id);
+                                self.forget_moved(id);
                                 let Then::All { done, .. } = then else {
                                     unreachable!()
                                 };
@@ -460,18 +460,18 @@ impl Ctx {
                         }
                     }
                     Ok(0) if !b.is_empty() => {
-                        self.ops.moved.remove(&id);
+                        self.forget_moved(id);
                         let e = io::Error::new(io::ErrorKind::WriteZero, "wrote 0 bytes");
                         b.clear();
                         done(Err(partial(written, e)), b, self);
                     }
                     Ok(n) => {
-                        self.ops.moved.remove(&id);
+                        self.forget_moved(id);
                         b.clear();
                         done(Ok(written + n), b, self);
                     }
                     Err(e) => {
-                        self.ops.moved.remove(&id);
+                        self.forget_moved(id);
                         b.clear();
                         let e = if written > 0 { partial(written, e) } else { e };
                         done(Err(e), b, self);
@@ -479,7 +479,7 @@ impl Ctx {
                 }
             }
             Then::Unit(done) => {
-                self.ops.moved.remove(&id);
+                self.forget_moved(id);
                 done(result.map(drop), self);
             }
             Then::Conn(mut on_conn) => {
@@ -495,7 +495,7 @@ impl Ctx {
                         }
                     });
                 } else {
-                    self.ops.moved.remove(&id);
+                    self.forget_moved(id);
                     on_conn(value, self);
                 }
             }
@@ -512,10 +512,18 @@ impl Ctx {
                         }
                     });
                 } else {
-                    self.ops.moved.remove(&id);
+                    self.forget_moved(id);
                     on_data(value, self);
                 }
             }
+        }
+    }
+
+    /// Forgets where operation `id`'s request went, if it moved (most
+    /// never do: the map is then not even probed).
+    fn forget_moved(&mut self, id: OpId) {
+        if !self.ops.moved.is_empty() {
+            self.ops.moved.remove(&id);
         }
     }
 

@@ -109,15 +109,18 @@ impl OpTable {
 
     /// Takes the operation `id` out: it has completed for good.
     pub(crate) fn remove(&mut self, id: OpId) -> Option<Op> {
-        match self.ops.get(&id.0)? {
-            Slot::Here(_) => {}
-            Slot::Away => return None,
+        // One lookup: what is away (rare: the epoll backend's file pool)
+        // goes back in.
+        match self.ops.remove(&id.0)? {
+            Slot::Here(op) => {
+                self.shrink();
+                Some(op)
+            }
+            Slot::Away => {
+                self.ops.insert(id.0, Slot::Away);
+                None
+            }
         }
-        let Some(Slot::Here(op)) = self.ops.remove(&id.0) else {
-            unreachable!("checked above")
-        };
-        self.shrink();
-        Some(op)
     }
 
     /// Once a burst has drained, its memory comes back.

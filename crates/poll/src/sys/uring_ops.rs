@@ -54,11 +54,11 @@ pub(super) struct OpExtra {
 impl UringDriver {
     /// Queues the request of the operation `id` (in `ops`).
     pub(crate) fn submit_op(&mut self, ops: &mut OpTable, id: OpId) -> io::Result<()> {
-        let single = self.extras.get(&id.0).is_some_and(|e| e.single);
-        if matches!(ops.get(id), Some(Op::RecvMulti { .. })) && self.bufring.is_none() {
+        let single = self.extra(id).is_some_and(|e| e.single);
+        let op = ops.get_mut(id).expect("the operation is in the table");
+        if matches!(op, Op::RecvMulti { .. }) && self.bufring.is_none() {
             self.bufring = Some(BufRing::new(&self.ring)?);
         }
-        let op = ops.get_mut(id).expect("the operation is in the table");
         let data = OP_TAG | id.0;
         let sqe = match op {
             Op::ReadAt { fd, offset, buf } => {
@@ -148,6 +148,22 @@ impl UringDriver {
         unsafe { self.push_unchecked(&sqe) }
     }
 
+    /// What operation `id` needs beside its own memory, if anything (most
+    /// need nothing: the map is then not even probed).
+    fn extra(&self, id: OpId) -> Option<&OpExtra> {
+        if self.extras.is_empty() {
+            return None;
+        }
+        self.extras.get(&id.0)
+    }
+
+    /// Forgets what operation `id` needed beside its own memory.
+    fn forget_extra(&mut self, id: OpId) {
+        if !self.extras.is_empty() {
+            self.extras.remove(&id.0);
+        }
+    }
+
     /// Turns the operations' completions read from the queue into
     /// [`Completion`](crate::op::Completion)s, re-arming multishot requests
     /// that ended but go on.
@@ -160,7 +176,7 @@ impl UringDriver {
             let Some(kind) = ops.get(id).map(Kind::of) else {
                 continue;
             };
-            let cancel = self.extras.get(&id.0).is_some_and(|e| e.cancel);
+            let cancel = self.extra(id).is_some_and(|e| e.cancel);
             match kind {
                 Kind::AcceptMulti => {
                     if c.result >= 0 {
@@ -178,7 +194,7 @@ impl UringDriver {
                             }
                         }
                     } else if c.result == -libc::EINVAL
-                        && !self.extras.get(&id.0).is_some_and(|e| e.single)
+                        && !self.extra(id).is_some_and(|e| e.single)
                         && !cancel
                     {
                         // No multishot accept in this kernel: one at a time.
@@ -235,7 +251,7 @@ impl UringDriver {
                     } else {
                         Err(errno(c.result))
                     };
-                    self.extras.remove(&id.0);
+                    self.forget_extra(id);
                     ops.finish(id, result, None);
                 }
                 Kind::Accept => {
@@ -250,7 +266,7 @@ impl UringDriver {
                 }
                 Kind::Close => {
                     let done = ops.remove(id);
-                    self.extras.remove(&id.0);
+                    self.forget_extra(id);
                     if let Some(Op::Close { fd }) = done {
                         if c.result == -libc::ECANCELED {
                             // Never closed: close it now.
@@ -279,11 +295,11 @@ impl UringDriver {
                     } else {
                         Err(errno(c.result))
                     };
-                    self.extras.remove(&id.0);
+                    self.forget_extra(id);
                     ops.finish(id, result, None);
                 }
             }
-            if ops.get(id).is_none() {
+            if !self.extras.is_empty() && ops.get(id).is_none() {
                 self.extras.remove(&id.0);
             }
         }
