@@ -116,6 +116,59 @@ fn files_are_read_written_and_synced_at_offsets() {
     }
 }
 
+/// Thousands of file reads, in bursts of 64 and one at a time (so that, on
+/// epoll, the pool's threads go idle and are called back again and again):
+/// each completes exactly once, with the bytes at its offset.
+#[test]
+fn file_reads_in_bursts_and_one_by_one_each_complete_once_with_their_bytes() {
+    const LEN: usize = 1 << 20;
+    const READ: usize = 512;
+    let data: Vec<u8> = (0..LEN)
+        .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
+        .collect();
+    for (name, poller) in pollers() {
+        let file = SharedFd::new(temp_file(&data));
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut offsets = std::collections::HashMap::new();
+        let mut done = 0;
+        for round in 0..60 {
+            let depth = if round % 2 == 0 { 64 } else { 1 };
+            for _ in 0..depth {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let offset = seed % (LEN - READ) as u64;
+                let id = poller
+                    .submit(Op::ReadAt {
+                        fd: file.clone(),
+                        offset,
+                        buf: Vec::with_capacity(READ),
+                    })
+                    .unwrap();
+                assert!(offsets.insert(id, offset).is_none(), "{name}: an id reused");
+            }
+            for c in completions(&poller, depth) {
+                let id = c.id();
+                let offset = offsets
+                    .remove(&id)
+                    .expect("a completion of a read in flight, once");
+                let (n, out) = c.into_parts();
+                assert_eq!(n.unwrap(), READ, "{name}");
+                let at = offset as usize;
+                assert_eq!(buf(out), &data[at..at + READ], "{name}: read at {offset}");
+                done += 1;
+            }
+        }
+        assert!(
+            offsets.is_empty(),
+            "{name}: {} reads never completed",
+            offsets.len()
+        );
+        assert_eq!(done, 30 * 65, "{name}");
+        assert_eq!(poller.ops_in_flight(), 0, "{name}");
+    }
+}
+
 #[test]
 fn sockets_accept_connect_send_and_receive() {
     for (name, poller) in pollers() {

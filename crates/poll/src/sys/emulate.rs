@@ -7,7 +7,9 @@
 //! operation will not block, the poll performs it. Operations on one file
 //! and direction run in the order they were submitted. A file operation
 //! (files are always "ready") runs on a pool of threads of the poller's
-//! own, whose completions come back through the poller's coalesced wake.
+//! own, whose completions come back through the poller's coalesced wake:
+//! as many threads as CPUs while jobs are quick, more (up to
+//! [`POOL_MAX`]) while they block.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -521,6 +523,9 @@ fn run_file_op(id: OpId, op: Op) -> Completion {
 struct FilePool {
     shared: Arc<PoolShared>,
     threads: Vec<JoinHandle<()>>,
+    /// How many threads may run jobs at once while jobs are quick: the
+    /// CPUs there are (more only switch between each other).
+    quick_limit: usize,
 }
 
 struct PoolShared {
@@ -532,9 +537,22 @@ struct PoolShared {
 #[derive(Default)]
 struct PoolState {
     jobs: VecDeque<(OpId, Op)>,
+    /// Threads waiting for a signal.
     idle: usize,
+    /// Signals sent and not yet taken: a thread signalled is no longer
+    /// counted idle.
+    signals: usize,
+    /// A running average of how long a job takes, in nanoseconds.
+    job_ns: u64,
     stop: bool,
 }
+
+/// A job that takes longer than this on average blocks (on a device, as
+/// an `O_DIRECT` read does): then the pool grows to [`POOL_MAX`] threads,
+/// so that many can wait at once. Quicker jobs (the page cache) run on as
+/// many threads as there are CPUs, each taking job after job, rather than
+/// waking a thread per job.
+const BLOCKING_JOB_NS: u64 = 20_000;
 
 impl FilePool {
     fn new(done: Arc<dyn Fn(Completion) + Send + Sync>) -> FilePool {
@@ -545,19 +563,42 @@ impl FilePool {
                 done,
             }),
             threads: Vec::new(),
+            quick_limit: std::thread::available_parallelism().map_or(2, usize::from),
         }
     }
 
-    /// Queues a job, starting a thread if every thread is busy. If no
-    /// thread can be started and there is none, the job comes back with
-    /// the error.
+    /// Queues a job. A thread is signalled, or started, only if fewer
+    /// threads are at work than the jobs call for: the threads at work take
+    /// job after job until none is left. If no thread can be started and
+    /// there is none, the job comes back with the error.
     fn spawn(&mut self, id: OpId, op: Op) -> Result<(), (io::Error, Op)> {
-        let start = {
+        let (signal, start) = {
             let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             st.jobs.push_back((id, op));
-            st.jobs.len() > st.idle && self.threads.len() < POOL_MAX
+            let limit = if st.job_ns > BLOCKING_JOB_NS {
+                POOL_MAX
+            } else {
+                self.quick_limit
+            };
+            // At work: running a job, or signalled and about to look.
+            let working = self.threads.len() - st.idle;
+            if working >= limit {
+                (false, false)
+            } else if st.idle > 0 {
+                st.idle -= 1;
+                st.signals += 1;
+                (true, false)
+            } else {
+                (
+                    false,
+                    self.threads.len() < POOL_MAX || self.threads.is_empty(),
+                )
+            }
         };
-        if start || self.threads.is_empty() {
+        if signal {
+            self.shared.ready.notify_one();
+        }
+        if start {
             let shared = Arc::clone(&self.shared);
             match std::thread::Builder::new()
                 .name("rouse-file-io".into())
@@ -578,7 +619,6 @@ impl FilePool {
                 }
             }
         }
-        self.shared.ready.notify_one();
         Ok(())
     }
 
@@ -607,14 +647,24 @@ fn work(shared: &PoolShared) {
         match st.jobs.pop_front() {
             Some((id, op)) => {
                 drop(st);
+                let began = std::time::Instant::now();
                 let c = run_file_op(id, op);
+                let took = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 (shared.done)(c);
                 st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+                st.job_ns = st.job_ns - st.job_ns / 8 + took / 8;
             }
             None => {
+                // Idle until signalled (a spurious wake waits again).
                 st.idle += 1;
-                st = shared.ready.wait(st).unwrap_or_else(|e| e.into_inner());
-                st.idle -= 1;
+                while st.signals == 0 && !st.stop {
+                    st = shared.ready.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+                if st.signals > 0 {
+                    st.signals -= 1;
+                } else {
+                    st.idle -= 1;
+                }
             }
         }
     }
