@@ -16,6 +16,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rustix::event::epoll::{self, EventData, EventFlags};
 use rustix::io::Errno;
@@ -532,6 +533,8 @@ struct PoolShared {
     state: Mutex<PoolState>,
     ready: Condvar,
     done: Arc<dyn Fn(Completion) + Send + Sync>,
+    /// Runs a job: [`run_file_op`] (the tests give jobs that block).
+    run: fn(OpId, Op) -> Completion,
 }
 
 #[derive(Default)]
@@ -544,6 +547,8 @@ struct PoolState {
     signals: usize,
     /// A running average of how long a job takes, in nanoseconds.
     job_ns: u64,
+    /// When each thread (by its number) began the job it is running.
+    started: Vec<Option<Instant>>,
     stop: bool,
 }
 
@@ -551,19 +556,30 @@ struct PoolState {
 /// an `O_DIRECT` read does): then the pool grows to [`POOL_MAX`] threads,
 /// so that many can wait at once. Quicker jobs (the page cache) run on as
 /// many threads as there are CPUs, each taking job after job, rather than
-/// waking a thread per job.
+/// waking a thread per job. A job running this long holds its thread: one
+/// more is called, so that the jobs behind it do not wait for it.
 const BLOCKING_JOB_NS: u64 = 20_000;
 
 impl FilePool {
     fn new(done: Arc<dyn Fn(Completion) + Send + Sync>) -> FilePool {
+        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+        FilePool::with_runner(done, run_file_op, cpus)
+    }
+
+    fn with_runner(
+        done: Arc<dyn Fn(Completion) + Send + Sync>,
+        run: fn(OpId, Op) -> Completion,
+        quick_limit: usize,
+    ) -> FilePool {
         FilePool {
             shared: Arc::new(PoolShared {
                 state: Mutex::new(PoolState::default()),
                 ready: Condvar::new(),
                 done,
+                run,
             }),
             threads: Vec::new(),
-            quick_limit: std::thread::available_parallelism().map_or(2, usize::from),
+            quick_limit,
         }
     }
 
@@ -582,17 +598,24 @@ impl FilePool {
             };
             // At work: running a job, or signalled and about to look.
             let working = self.threads.len() - st.idle;
-            if working >= limit {
+            let now = Instant::now();
+            let blocked = || {
+                st.started.iter().flatten().any(|began| {
+                    now.saturating_duration_since(*began) > Duration::from_nanos(BLOCKING_JOB_NS)
+                })
+            };
+            if working >= limit && (working >= POOL_MAX || !blocked()) {
                 (false, false)
             } else if st.idle > 0 {
                 st.idle -= 1;
                 st.signals += 1;
                 (true, false)
+            } else if self.threads.len() < POOL_MAX {
+                // Its slot, numbered as the thread will be.
+                st.started.push(None);
+                (false, true)
             } else {
-                (
-                    false,
-                    self.threads.len() < POOL_MAX || self.threads.is_empty(),
-                )
+                (false, false)
             }
         };
         if signal {
@@ -600,15 +623,19 @@ impl FilePool {
         }
         if start {
             let shared = Arc::clone(&self.shared);
+            let me = self.threads.len();
             match std::thread::Builder::new()
                 .name("rouse-file-io".into())
-                .spawn(move || work(&shared))
+                .spawn(move || work(&shared, me))
             {
                 Ok(t) => self.threads.push(t),
-                // The threads there are will take the job.
-                Err(_) if !self.threads.is_empty() => {}
                 Err(e) => {
                     let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+                    st.started.pop();
+                    if !self.threads.is_empty() {
+                        // The threads there are will take the job.
+                        return Ok(());
+                    }
                     let i = st
                         .jobs
                         .iter()
@@ -635,7 +662,8 @@ impl FilePool {
     }
 }
 
-fn work(shared: &PoolShared) {
+/// Pool thread number `me`.
+fn work(shared: &PoolShared, me: usize) {
     let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         if st.stop {
@@ -646,12 +674,14 @@ fn work(shared: &PoolShared) {
         }
         match st.jobs.pop_front() {
             Some((id, op)) => {
+                let began = Instant::now();
+                st.started[me] = Some(began);
                 drop(st);
-                let began = std::time::Instant::now();
-                let c = run_file_op(id, op);
+                let c = (shared.run)(id, op);
                 let took = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 (shared.done)(c);
                 st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+                st.started[me] = None;
                 st.job_ns = st.job_ns - st.job_ns / 8 + took / 8;
             }
             None => {
@@ -667,5 +697,77 @@ fn work(shared: &PoolShared) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// Released by the test: the job at offset `u64::MAX` waits for it.
+    static GATE: Mutex<bool> = Mutex::new(false);
+    static OPEN: Condvar = Condvar::new();
+
+    fn gated(id: OpId, op: Op) -> Completion {
+        if let Op::ReadAt {
+            offset: u64::MAX, ..
+        } = op
+        {
+            let mut open = GATE.lock().unwrap();
+            while !*open {
+                open = OPEN.wait(open).unwrap();
+            }
+        }
+        Completion {
+            id,
+            result: Ok(0),
+            more: false,
+            output: Output::Nothing,
+        }
+    }
+
+    fn read(offset: u64) -> Op {
+        Op::ReadAt {
+            fd: SharedFd::new(std::fs::File::open("/dev/null").unwrap()),
+            offset,
+            buf: Vec::new(),
+        }
+    }
+
+    /// A job that blocks does not hold up the quick ones queued behind it,
+    /// though the pool keeps one thread at work while jobs are quick.
+    #[test]
+    fn a_job_that_blocks_does_not_hold_up_the_jobs_behind_it() {
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let done: Arc<dyn Fn(Completion) + Send + Sync> =
+            Arc::new(move |c: Completion| tx.lock().unwrap().send(c.id).unwrap());
+        let mut pool = FilePool::with_runner(done, gated, 1);
+        pool.spawn(OpId(1), read(u64::MAX))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        // Until it has been running a while, the one thread takes it all.
+        std::thread::sleep(Duration::from_millis(20));
+        for id in 2..=5 {
+            pool.spawn(OpId(id), read(0)).map_err(|(e, _)| e).unwrap();
+        }
+        let mut quick: Vec<u64> = (0..4)
+            .map(|_| {
+                rx.recv_timeout(Duration::from_secs(10))
+                    .expect("the quick jobs waited for the blocked one")
+                    .0
+            })
+            .collect();
+        quick.sort_unstable();
+        assert_eq!(quick, [2, 3, 4, 5]);
+        *GATE.lock().unwrap() = true;
+        OPEN.notify_all();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), OpId(1));
+        assert!(
+            pool.threads.len() >= 2,
+            "a thread was added beside the blocked one"
+        );
+        pool.stop();
     }
 }
