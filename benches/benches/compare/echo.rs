@@ -155,36 +155,17 @@ fn loopback() -> SocketAddr {
 /// server on the default backend, or (`ops`) the server written with
 /// operations on io_uring.
 fn rouse_one(ops: bool) -> std::io::Result<Server> {
-    let listener = TcpListener::bind(loopback())?;
-    let addr = listener.local_addr()?;
-    let threads = ServerThreads::default();
-    let probe = threads.clone();
     let poller = if ops {
         Poller::with_backend(Backend::IoUring)?
     } else {
         Poller::new()?
     };
-    let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        pin(0);
-        probe.register();
-        let mut lp = EventLoop::with_poller(poller).unwrap();
+    rouse_pinned(poller, move |lp, listener| {
         if ops {
-            echo_server::serve_ops(&mut lp, listener).unwrap();
+            echo_server::serve_ops(lp, listener).map(drop)
         } else {
-            echo_server::serve(&mut lp, listener).unwrap();
+            echo_server::serve(lp, listener).map(drop)
         }
-        tx.send(lp.handle()).unwrap();
-        lp.run().unwrap();
-    });
-    let handle = rx.recv().map_err(std::io::Error::other)?;
-    Ok(Server {
-        addr,
-        stop: Some(Box::new(move || {
-            let _ = handle.quit();
-            let _ = thread.join();
-        })),
-        threads,
     })
 }
 
@@ -193,16 +174,8 @@ fn rouse_one(ops: bool) -> std::io::Result<Server> {
 /// operation futures.
 fn rouse_tasks() -> std::io::Result<Server> {
     use rouse_loop::{SharedFd, task};
-    let listener = TcpListener::bind(loopback())?;
-    let addr = listener.local_addr()?;
-    let threads = ServerThreads::default();
-    let probe = threads.clone();
     let poller = Poller::with_backend(Backend::IoUring)?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        pin(0);
-        probe.register();
-        let mut lp = EventLoop::with_poller(poller).unwrap();
+    rouse_pinned(poller, |lp, listener| {
         let listener = SharedFd::new(listener);
         lp.spawn_local(async move {
             loop {
@@ -231,6 +204,26 @@ fn rouse_tasks() -> std::io::Result<Server> {
                 });
             }
         });
+        Ok(())
+    })
+}
+
+/// A rouse loop on `poller`, on a thread pinned to CPU 0 (counted as the
+/// server's), serving a loopback listener as `serve` sets it up.
+fn rouse_pinned(
+    poller: Poller,
+    serve: impl FnOnce(&mut EventLoop, TcpListener) -> std::io::Result<()> + Send + 'static,
+) -> std::io::Result<Server> {
+    let listener = TcpListener::bind(loopback())?;
+    let addr = listener.local_addr()?;
+    let threads = ServerThreads::default();
+    let probe = threads.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        pin(0);
+        probe.register();
+        let mut lp = EventLoop::with_poller(poller).unwrap();
+        serve(&mut lp, listener).unwrap();
         tx.send(lp.handle()).unwrap();
         lp.run().unwrap();
     });

@@ -36,9 +36,9 @@ impl Ctx {
     /// eventfd with it, and calls `on_cqe` on the loop thread with each
     /// completion, and the ring (to submit more); or with the error of the
     /// `io_uring_enter` that runs a `DEFER_TASKRUN` ring's deferred work
-    /// (`EEXIST` if the loop thread is not the ring's only submitter). The queue is drained once
-    /// right after registering, for completions that came before (which
-    /// the eventfd never signals).
+    /// (`EEXIST` if the loop thread is not the ring's only submitter). The
+    /// queue is drained once right after registering, for completions that
+    /// came before (which the eventfd never signals).
     ///
     /// The ring is the loop's from now on, as a source:
     /// [`source_mut`](Ctx::source_mut)`::<RingWatch>(id)` reaches it,
@@ -97,8 +97,8 @@ impl Ctx {
 
     /// Watches `aio`: calls `on_done` on the loop thread with each
     /// completion, and the context (to submit more); or with the error of
-    /// `io_getevents(2)`. Reaped once right
-    /// after registering, for completions that came before.
+    /// `io_getevents(2)`. Reaped once right after registering, for
+    /// completions that came before.
     ///
     /// The context is the loop's from now on, as a source:
     /// [`source_mut`](Ctx::source_mut)`::<Aio>(id)` reaches it.

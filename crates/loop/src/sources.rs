@@ -258,17 +258,10 @@ impl Ctx {
         match self.sources.get_mut(id.slot()) {
             Some(Slot::Occupied {
                 generation, entry, ..
-            }) if *generation == id.generation() => {
-                entry.io_mut().downcast_mut::<T>().ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!(
-                            "source {id:?} does not hold a {}",
-                            std::any::type_name::<T>()
-                        ),
-                    )
-                })
-            }
+            }) if *generation == id.generation() => entry
+                .io_mut()
+                .downcast_mut::<T>()
+                .ok_or_else(|| wrong_type::<T>(id)),
             Some(Slot::Running {
                 generation,
                 removed: false,
@@ -296,13 +289,7 @@ impl Ctx {
                 generation, entry, ..
             }) if *generation == id.generation() => {
                 if entry.io_type() != TypeId::of::<T>() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!(
-                            "source {id:?} does not hold a {}",
-                            std::any::type_name::<T>()
-                        ),
-                    ));
+                    return Err(wrong_type::<T>(id));
                 }
             }
             Some(Slot::Running {
@@ -467,4 +454,15 @@ where
     fn into_io(self: Box<Self>) -> Box<dyn Any> {
         Box::new(self.io)
     }
+}
+
+/// The error of a source asked for as a type it does not hold.
+fn wrong_type<T>(id: SourceId) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "source {id:?} does not hold a {}",
+            std::any::type_name::<T>()
+        ),
+    )
 }

@@ -598,8 +598,8 @@ impl FilePool {
             };
             // At work: running a job, or signalled and about to look.
             let working = self.threads.len() - st.idle;
-            let now = Instant::now();
             let blocked = || {
+                let now = Instant::now();
                 st.started.iter().flatten().any(|began| {
                     now.saturating_duration_since(*began) > Duration::from_nanos(BLOCKING_JOB_NS)
                 })
